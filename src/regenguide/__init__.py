@@ -1,0 +1,3 @@
+"""RegenGuide: image-guided regenerative medicine, from assessment to evidence."""
+
+__version__ = "0.1.0"

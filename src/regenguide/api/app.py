@@ -1,0 +1,85 @@
+"""The FastAPI application: `/api/v1` resources, CDS Hooks at `/cds-services`, OpenAPI at `/openapi.json`."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from regenguide import __version__
+from regenguide.api import problems
+from regenguide.config import Settings, get_settings
+from regenguide.store.db import make_engine, session_factory
+
+API_PREFIX = "/api/v1"
+
+# Router modules under regenguide.api.routers: each exposes `router` (an APIRouter) or `routers` (a list).
+# Routers listed in ROOT_ROUTERS are mounted at the root instead of /api/v1 (CDS Hooks, web pages).
+API_ROUTERS: list[str] = [
+    "auth",
+    "records",
+    "resources",
+    "products",
+    "plans",
+    "kb",
+    "analytics",
+    "questionnaires",
+    "simulation",
+    "imaging",
+]
+ROOT_ROUTERS: list[str] = [
+    "cds_hooks",
+    "web",
+]
+
+
+def _routers_of(module_name: str) -> list[Any]:
+    module = import_module(f"regenguide.api.routers.{module_name}")
+    if hasattr(module, "routers"):
+        return list(module.routers)
+    return [module.router]
+
+
+def create_app(engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="RegenGuide API",
+        version=__version__,
+        summary="Image-guided regenerative medicine: plans, decision support, biologics, follow-up, evidence.",
+        description=(
+            "Authenticate with `POST /api/v1/auth/token` (OAuth2 password flow) and send "
+            "`Authorization: Bearer <token>`. Errors are RFC 9457 `application/problem+json` naming the "
+            "offending field. Updates need `If-Match` with the ETag of the version you read."
+        ),
+    )
+    app.state.settings = settings
+    app.state.engine = engine or make_engine(settings.resolved_database_url())
+    app.state.sessions = session_factory(app.state.engine)
+    # Reads (GET) use their own engine on SQLite: deferred transactions on WAL snapshots, in parallel; their
+    # audit entries are appended in a short write transaction (see api.deps.audit).
+    engine_url = app.state.engine.url.render_as_string(hide_password=False)
+    app.state.read_engine = (
+        make_engine(engine_url, read_only=True) if app.state.engine.dialect.name == "sqlite" else app.state.engine
+    )
+    app.state.read_sessions = session_factory(app.state.read_engine)
+    app.state.secret_key = settings.resolved_secret_key()
+    problems.install(app)
+
+    @app.get("/health", tags=["meta"], summary="Liveness")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    for name in API_ROUTERS:
+        for router in _routers_of(name):
+            app.include_router(router, prefix=API_PREFIX)
+    for name in ROOT_ROUTERS:
+        for router in _routers_of(name):
+            app.include_router(router)
+    from fastapi.staticfiles import StaticFiles
+
+    from regenguide.api.routers.web import STATIC
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    return app

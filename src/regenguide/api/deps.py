@@ -1,0 +1,134 @@
+"""Typed dependencies shared by the routers: database session, current user, permissions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from regenguide.api.problems import ProblemError
+from regenguide.security import Permission, decode_token, permissions_for
+from regenguide.store.audit import AuditRecord, append
+from regenguide.store.models import User
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """A session per request. Routes commit explicitly when their work is complete; anything not
+    committed (an error, a rejected request) is rolled back here, leaving the database as it was.
+    GET requests get a read session (`info["read_only"]`), whose audit entries go through `audit`."""
+    if request.method in ("GET", "HEAD"):
+        session: Session = request.app.state.read_sessions()
+        session.info["read_only"] = True
+        session.info["writer"] = request.app.state.sessions
+    else:
+        session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    username: str
+    role: str
+    permissions: frozenset[Permission]
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+    def audit(
+        self,
+        action: str,
+        resource: str,
+        resource_id: str | int | None = None,
+        patient_id: int | None = None,
+        payload: object = None,
+    ) -> AuditRecord:
+        return AuditRecord(
+            username=self.username,
+            user_id=self.id,
+            action=action,
+            resource=resource,
+            resource_id=resource_id,
+            patient_id=patient_id,
+            payload=payload,
+        )
+
+
+def get_principal(request: Request, db: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+    if not token:
+        raise ProblemError(401, "Not authenticated", "a bearer token is required (POST /api/v1/auth/token)")
+    try:
+        claims = decode_token(token, request.app.state.secret_key)
+    except jwt.ExpiredSignatureError:
+        raise ProblemError(401, "Not authenticated", "the token has expired; log in again") from None
+    except jwt.InvalidTokenError:
+        raise ProblemError(401, "Not authenticated", "the token is not valid") from None
+    user = db.get(User, int(claims["sub"]))
+    if user is None or not user.active:
+        raise ProblemError(401, "Not authenticated", "the user no longer exists or is disabled")
+    return Principal(user.id, user.username, user.role, permissions_for(user.role))
+
+
+CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*permissions: Permission) -> Callable[[Principal], Principal]:
+    """Dependency factory: the current user must hold every listed permission."""
+
+    def _check(principal: CurrentUser) -> Principal:
+        missing = [p.value for p in permissions if not principal.can(p)]
+        if missing:
+            raise ProblemError(
+                403,
+                "Forbidden",
+                f"role {principal.role!r} lacks permission {', '.join(missing)}",
+                type_="forbidden",
+            )
+        return principal
+
+    return _check
+
+
+def audit(db: Session, principal: Principal, *records: AuditRecord) -> None:
+    """Append to the audit trail: in the request's own transaction, or — for a read session, which
+    must not write — in a short transaction of its own, committed before the response is sent."""
+    if not db.info.get("read_only"):
+        append(db, list(records))
+        return
+    writer: Session = db.info["writer"]()
+    try:
+        append(writer, list(records))
+        writer.commit()
+    except BaseException:
+        writer.rollback()
+        raise
+    finally:
+        writer.close()
+
+
+def any_of(*permissions: Permission) -> Callable[[Principal], Principal]:
+    def _check(principal: CurrentUser) -> Principal:
+        if not any(principal.can(p) for p in permissions):
+            raise ProblemError(
+                403,
+                "Forbidden",
+                f"role {principal.role!r} needs one of: {', '.join(p.value for p in permissions)}",
+                type_="forbidden",
+            )
+        return principal
+
+    return _check

@@ -1,0 +1,168 @@
+"""CDS Hooks 2.0 service: discovery, `order-sign` (the plan check on draft orders), `patient-view`
+(overdue follow-ups, open adverse events, unsigned plans) and feedback.
+
+Mounted at the root (`/cds-services`), as EHRs expect. Calls need the same bearer token as the API
+(an EHR integration registers a service user for it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from regenguide.api.deps import CurrentUser, SessionDep, audit
+from regenguide.api.problems import ProblemError
+from regenguide.cds.hooks import (
+    Card,
+    CardSource,
+    CdsRequest,
+    CdsResponse,
+    DraftOrderError,
+    Feedback,
+    Link,
+    draft_orders_to_plan,
+    finding_to_card,
+    service_requests,
+)
+from regenguide.services import plans as plan_service
+from regenguide.store import models as m
+
+router = APIRouter(prefix="/cds-services", tags=["cds-hooks"])
+
+PLAN_CHECK = "regenguide-plan-check"
+PATIENT_SUMMARY = "regenguide-patient-summary"
+SERVICES = [
+    {
+        "hook": "order-sign",
+        "id": PLAN_CHECK,
+        "title": "RegenGuide injection plan check",
+        "description": "Checks regenerative-medicine injection orders against vascular danger zones, planes, tools, "
+        "volumes, contraindications, consent and the jurisdiction's regulatory class; every card cites its source.",
+        "prefetch": {"patient": "Patient/{{context.patientId}}"},
+        "usageRequirements": "Orders are FHIR R4 ServiceRequests coded as documented in docs/cds-hooks.md.",
+    },
+    {
+        "hook": "patient-view",
+        "id": PATIENT_SUMMARY,
+        "title": "RegenGuide follow-up and safety summary",
+        "description": "Overdue follow-up visits, open adverse events and unsigned treatment plans of the patient.",
+        "prefetch": {"patient": "Patient/{{context.patientId}}"},
+    },
+]
+
+
+@router.get("", summary="CDS Hooks discovery")
+def discovery() -> dict[str, Any]:
+    return {"services": SERVICES}
+
+
+def _patient_id(context: dict[str, Any]) -> int | None:
+    raw = str(context.get("patientId", "")).removeprefix("Patient/")
+    return int(raw) if raw.isdigit() else None
+
+
+def _age(birth: date) -> int:
+    today = date.today()
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+@router.post(f"/{PLAN_CHECK}", response_model=CdsResponse, response_model_exclude_none=True,
+             summary="order-sign: check draft injection orders")
+def plan_check(request: CdsRequest, db: SessionDep, user: CurrentUser) -> CdsResponse:
+    if request.hook != "order-sign":
+        raise ProblemError(400, "Bad request", f"service {PLAN_CHECK} answers the order-sign hook, not {request.hook}",
+                           type_="wrong-hook")
+    draft = request.context.get("draftOrders")
+    if not isinstance(draft, dict):
+        raise ProblemError(400, "Bad request", "context.draftOrders: a FHIR Bundle is required", type_="validation")
+    patient_row = None
+    pid = _patient_id(request.context)
+    if pid is not None:
+        patient_row = db.get(m.Patient, pid)
+    facts: dict[str, Any] = {}
+    if patient_row is not None:
+        facts = {"age": _age(patient_row.birth_date), "sex": patient_row.sex}
+    try:
+        plan = draft_orders_to_plan(draft, facts)
+    except DraftOrderError as exc:
+        raise ProblemError(400, "Bad request", str(exc), type_="draft-orders") from None
+    if plan is None:
+        return CdsResponse(cards=[])
+    if patient_row is not None:
+        plan = plan.model_copy(update={"consent": plan_service.consent_for(db, patient_row.id, None)})
+        audit(db, user, user.audit("read", "cds_order_sign", request.hookInstance, patient_row.id,
+                                   {"orders": len(plan.injections)}))
+        db.commit()
+    maps = plan_service.patient_maps(db, patient_row.id) if patient_row is not None else None
+    result = plan_service.check(plan, maps=maps)
+    orders = service_requests(draft)
+    return CdsResponse(cards=[finding_to_card(f, orders) for f in result.findings])
+
+
+@router.post(f"/{PATIENT_SUMMARY}", response_model=CdsResponse, response_model_exclude_none=True,
+             summary="patient-view: overdue follow-ups, open adverse events, unsigned plans")
+def patient_summary(request: CdsRequest, db: SessionDep, user: CurrentUser) -> CdsResponse:
+    pid = _patient_id(request.context)
+    if pid is None or db.get(m.Patient, pid) is None:
+        raise ProblemError(412, "Precondition failed", "context.patientId does not name a RegenGuide patient",
+                           type_="unknown-patient")
+    today = datetime.now(UTC).date()
+    overdue = db.execute(
+        select(m.FollowupVisit).where(m.FollowupVisit.patient_id == pid, m.FollowupVisit.status == "scheduled",
+                                      m.FollowupVisit.window_end < today).order_by(m.FollowupVisit.due_on)
+    ).scalars().all()
+    open_aes = db.execute(
+        select(m.AdverseEvent).where(m.AdverseEvent.patient_id == pid, m.AdverseEvent.resolved_on.is_(None),
+                                     m.AdverseEvent.outcome.in_(("not_recovered", "recovering", "unknown")))
+    ).scalars().all()
+    drafts = db.execute(
+        select(func.count()).select_from(m.TreatmentPlan)
+        .where(m.TreatmentPlan.patient_id == pid, m.TreatmentPlan.status == "draft")
+    ).scalar_one()
+    audit(db, user, user.audit("read", "cds_patient_view", request.hookInstance, pid))
+    db.commit()
+    source = CardSource(label="RegenGuide registry", url=None)
+    link = [Link(label="Open in RegenGuide", url=f"/#/patients/{pid}", type="absolute")]
+    cards: list[Card] = []
+    serious = [a for a in open_aes if a.serious]
+    if open_aes:
+        names = ", ".join(sorted({a.event_type.replace("_", " ") for a in open_aes}))
+        cards.append(Card(
+            summary=f"{len(open_aes)} open adverse event(s){' — SERIOUS' if serious else ''}: {names}"[:139],
+            indicator="critical" if serious else "warning", source=source, links=link,
+            detail="\n".join(
+                f"- {a.event_type} (grade {a.severity}, onset {a.onset_on}, {a.outcome})" for a in open_aes
+            ),
+        ))
+    if overdue:
+        cards.append(Card(
+            summary=f"{len(overdue)} follow-up visit(s) overdue, oldest due {overdue[0].due_on}"[:139],
+            indicator="warning", source=source, links=link,
+            detail="\n".join(f"- {v.label}: due {v.due_on}, window closed {v.window_end}" for v in overdue),
+        ))
+    if drafts:
+        cards.append(Card(summary=f"{drafts} treatment plan(s) not yet signed", indicator="info", source=source,
+                          links=link))
+    return CdsResponse(cards=cards)
+
+
+@router.post("/{service_id}/feedback", status_code=200, summary="Card feedback: accepted or overridden")
+def feedback(service_id: str, body: Feedback, db: SessionDep, user: CurrentUser) -> dict[str, int]:
+    if service_id not in (PLAN_CHECK, PATIENT_SUMMARY):
+        raise ProblemError(404, "Not found", f"no CDS service {service_id!r}", type_="not-found")
+    for item in body.feedback:
+        try:
+            at = datetime.fromisoformat(item.outcomeTimestamp.replace("Z", "+00:00"))
+        except ValueError:
+            raise ProblemError(422, "Invalid request", "feedback.outcomeTimestamp: not an ISO 8601 instant",
+                               type_="validation") from None
+        if item.outcome == "overridden" and not item.overrideReason:
+            raise ProblemError(422, "Invalid request", "feedback.overrideReason: required when overridden",
+                               type_="validation")
+        db.add(m.CdsFeedback(service_id=service_id, card_uuid=item.card[:64], outcome=item.outcome,
+                             override_reason=item.overrideReason, outcome_at=at))
+    audit(db, user, user.audit("create", "cds_feedback", service_id, None, body.model_dump()))
+    db.commit()
+    return {"stored": len(body.feedback)}

@@ -1,0 +1,55 @@
+"""Findings of a plan check, shaped like CDS Hooks cards (CDS Hooks 2.0 `Card`) plus RegenGuide's
+own fields (rule id, citations, index of the injection concerned).
+
+Every producer of findings (knowledge-base rules, the graft simulator, the ultrasound vascular map)
+returns these, so one engine can merge, sort and render them and CDS Hooks can serve them as cards.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Indicator(StrEnum):
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+INDICATOR_RANK = {Indicator.info: 0, Indicator.warning: 1, Indicator.critical: 2}
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1)
+    url: str | None = None
+
+
+class Suggestion(BaseModel):
+    """A safer alternative; `changes` names plan fields and their proposed values,
+    e.g. {"device": "cannula", "gauge": 25}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1)
+    changes: dict[str, object] = Field(default_factory=dict)
+
+
+class Finding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule: str = Field(min_length=1, description="stable rule id, e.g. 'danger_zone.no_doppler'")
+    indicator: Indicator
+    summary: str = Field(min_length=1, max_length=139)
+    detail: str = ""
+    source: Source
+    citations: list[str] = Field(default_factory=list, min_length=1)
+    injection_index: int | None = None
+    suggestions: list[Suggestion] = Field(default_factory=list)
+    evidence: str | None = Field(
+        default=None,
+        description="evidence label of the weakest cited fact: verified|secondary|expert_opinion|unverified",
+    )

@@ -1,0 +1,1 @@
+"""The clinician web pages (static single-page app over the API)."""

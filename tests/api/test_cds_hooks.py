@@ -1,0 +1,114 @@
+"""CDS Hooks 2.0: discovery, order-sign cards from the plan check (validated against the card schema),
+patient-view summary and feedback storage."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import select
+
+from regenguide.cds.hooks import CdsResponse, draft_orders_to_plan, plan_to_draft_orders
+from regenguide.domain.plan import PatientFacts, PlanDocument
+from regenguide.store import models as m
+from regenguide.store.db import transaction
+
+
+def _plan(name: str) -> PlanDocument:
+    text = (resources.files("regenguide.kb") / "data" / "examples" / f"{name}.json").read_text()
+    return PlanDocument.model_validate(json.loads(text))
+
+
+def _call(client: Any, auth: Any, service: str, hook: str, context: dict[str, Any]) -> Any:
+    body = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": {"userId": "Practitioner/1", **context}}
+    return client.post(f"/cds-services/{service}", json=body, headers=auth["clinician"])
+
+
+def test_discovery(client: Any) -> None:
+    services = client.get("/cds-services").json()["services"]
+    assert {(s["hook"], s["id"]) for s in services} == {
+        ("order-sign", "regenguide-plan-check"), ("patient-view", "regenguide-patient-summary")}
+    assert all(s["description"] and s["title"] for s in services)
+
+
+def test_draft_orders_round_trip() -> None:
+    plan = _plan("glabella_microfat_risky")
+    back = draft_orders_to_plan(plan_to_draft_orders(plan), plan.patient.model_dump(exclude_none=True))
+    assert back is not None
+    assert back.injections == plan.injections
+    assert (back.modality, back.guidance, back.indication) == (plan.modality, plan.guidance, plan.indication)
+
+
+def test_order_sign_cards_match_the_plan_check(client: Any, auth: Any) -> None:
+    plan = _plan("glabella_microfat_risky")
+    r = _call(client, auth, "regenguide-plan-check", "order-sign",
+              {"patientId": "example", "draftOrders": plan_to_draft_orders(plan)})
+    assert r.status_code == 200, r.text
+    response = CdsResponse.model_validate(r.json())
+    # Draft orders carry no patient facts (medications …) and the patient is unknown here: compare with the
+    # check of the same plan without them.
+    bare = plan.model_copy(update={"patient": PatientFacts()})
+    direct = client.post("/api/v1/plans/check", json=bare.to_json_dict(), headers=auth["clinician"]).json()
+    assert len(response.cards) == len(direct["findings"])
+    assert [c.indicator for c in response.cards] == [f["indicator"] for f in direct["findings"]]
+    critical = [c for c in response.cards if c.indicator == "critical"]
+    assert critical and all(c.overrideReasons for c in critical)
+    assert all(len(c.summary) < 140 and c.source.label for c in response.cards)
+    # A suggestion that changes the device comes back as an updated ServiceRequest.
+    updates = [a for c in response.cards for s in c.suggestions or [] for a in s.actions]
+    assert any(a.type == "update" and a.resource and a.resource["resourceType"] == "ServiceRequest" for a in updates)
+
+
+def test_order_sign_without_our_orders_and_with_bad_orders(client: Any, auth: Any) -> None:
+    empty = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+                      "subject": {"reference": "Patient/1"}, "code": {"text": "chest x-ray"}}}]}
+    r = _call(client, auth, "regenguide-plan-check", "order-sign", {"patientId": "1", "draftOrders": empty})
+    assert r.status_code == 200 and r.json() == {"cards": [], "systemActions": []}
+    bad = plan_to_draft_orders(_plan("scalp_prp_safe"))
+    bad["entry"][0]["resource"]["bodySite"] = [{"text": "somewhere"}]
+    r = _call(client, auth, "regenguide-plan-check", "order-sign", {"patientId": "1", "draftOrders": bad})
+    assert r.status_code == 400 and "bodySite" in r.json()["detail"]
+    assert _call(client, auth, "regenguide-plan-check", "patient-view", {"patientId": "1"}).status_code == 400
+
+
+def test_patient_view_summary(client: Any, auth: Any, engine: Any) -> None:
+    with transaction(engine) as db:
+        p = m.Patient(site_id=1, mrn="X", given_name="A", family_name="B", birth_date=date(1970, 1, 1), sex="male")
+        db.add(p)
+        db.flush()
+        old = date.today() - timedelta(days=60)
+        db.add(m.FollowupVisit(patient_id=p.id, label="1 month", due_on=old, window_start=old - timedelta(days=7),
+                               window_end=old + timedelta(days=7)))
+        db.add(m.AdverseEvent(patient_id=p.id, event_type="skin_necrosis", severity=3, serious=True,
+                              relatedness="probable", onset_on=old, outcome="recovering"))
+        db.add(m.TreatmentPlan(patient_id=p.id, modality="prp", indication="x", jurisdiction="US"))
+        pid = p.id
+    r = _call(client, auth, "regenguide-patient-summary", "patient-view", {"patientId": f"Patient/{pid}"})
+    assert r.status_code == 200, r.text
+    cards = CdsResponse.model_validate(r.json()).cards
+    assert [c.indicator for c in cards] == ["critical", "warning", "info"]
+    assert "skin necrosis" in cards[0].summary and "SERIOUS" in cards[0].summary
+    assert "overdue" in cards[1].summary
+    unknown = _call(client, auth, "regenguide-patient-summary", "patient-view", {"patientId": "999"})
+    assert unknown.status_code == 412
+
+
+def test_feedback_is_stored(client: Any, auth: Any, engine: Any) -> None:
+    now = datetime.now(UTC).isoformat()
+    body = {"feedback": [
+        {"card": "c1", "outcome": "accepted", "acceptedSuggestions": [{"id": "s1"}], "outcomeTimestamp": now},
+        {"card": "c2", "outcome": "overridden", "outcomeTimestamp": now,
+         "overrideReason": {"reason": {"code": "benefit-outweighs-risk"}, "userComment": "discussed"}},
+    ]}
+    r = client.post("/cds-services/regenguide-plan-check/feedback", json=body, headers=auth["clinician"])
+    assert r.status_code == 200 and r.json() == {"stored": 2}
+    with transaction(engine) as db:
+        rows = db.execute(select(m.CdsFeedback).order_by(m.CdsFeedback.id)).scalars().all()
+        assert [(f.card_uuid, f.outcome) for f in rows] == [("c1", "accepted"), ("c2", "overridden")]
+    missing_reason = {"feedback": [{"card": "c3", "outcome": "overridden", "outcomeTimestamp": now}]}
+    r = client.post("/cds-services/regenguide-plan-check/feedback", json=missing_reason, headers=auth["clinician"])
+    assert r.status_code == 422

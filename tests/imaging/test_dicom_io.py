@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import examples
+
+from regenguide.imaging.dicom_io import (
+    CalibrationMissing,
+    IdentityMismatch,
+    NotDicomError,
+    PatientIdentity,
+    check_identity,
+    frame_rgb,
+    metadata_from_dataset,
+    read_dataset,
+    read_study,
+    store_dicom,
+)
+from regenguide.imaging.phantom import PhantomTruth
+
+
+def test_rgb_example_metadata_has_no_calibration() -> None:
+    meta = read_study(examples.get_path("rgb_color"))
+    assert meta.modality == "US"
+    assert (meta.rows, meta.columns, meta.frames) == (240, 320, 1)
+    assert meta.photometric_interpretation == "RGB"
+    assert meta.patient.id == "13US1"
+    assert meta.calibration is None
+    with pytest.raises(CalibrationMissing, match="no Sequence of Ultrasound Regions"):
+        meta.require_calibration()
+
+
+def test_multiframe_jpeg_ybr_decodes_to_rgb_frames() -> None:
+    ds = examples.ybr_color
+    meta = metadata_from_dataset(ds)
+    assert meta.frames == 30
+    assert meta.frame_time_ms == pytest.approx(33.333)
+    assert meta.transfer_syntax_uid == "1.2.840.10008.1.2.4.50"
+    frame = frame_rgb(ds, 29)
+    assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8
+    # B-mode after YBR->RGB: grey pixels (R, G, B within a few levels of each other) dominate.
+    spread = frame.max(axis=2).astype(int) - frame.min(axis=2)
+    assert np.mean(spread <= 8) > 0.95
+    with pytest.raises(ValueError, match="frame 30 out of range"):
+        frame_rgb(ds, 30)
+
+
+def test_region_outside_matrix_is_not_trusted_but_a_fitting_one_is() -> None:
+    ds = copy.deepcopy(examples.ybr_color)
+    meta = metadata_from_dataset(ds)
+    assert meta.regions[0].data_type_name == "tissue"
+    assert meta.regions[0].fits_image is False
+    assert meta.calibration is None
+    assert "resized or cropped" in meta.warnings[0]
+    region = ds.SequenceOfUltrasoundRegions[0]
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 10, 10
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 300, 230
+    meta = metadata_from_dataset(ds)
+    assert meta.calibration is not None
+    # PhysicalDeltaX 0.05104970559477806 cm -> 0.5104970559477806 mm per pixel.
+    assert meta.calibration.mm_per_px_x == pytest.approx(0.5104970559477806)
+    assert meta.calibration.source == "ultrasound_region"
+
+
+def test_palette_colour_goes_through_the_lut() -> None:
+    ds = examples.palette_color
+    rgb = frame_rgb(ds)
+    assert rgb.shape == (350, 800, 3) and rgb.dtype == np.uint8
+    assert rgb.max() > 200  # 16-bit LUT scaled to 8 bits, not clipped to black
+    meta = metadata_from_dataset(ds)
+    assert [r.data_type_name for r in meta.regions] == ["tissue", "ecg_trace"]
+    assert meta.regions[1].units_x == "seconds"
+
+
+def test_phantom_calibration(phantom_file: tuple[Path, PhantomTruth]) -> None:
+    path, truth = phantom_file
+    meta = read_study(path)
+    assert meta.calibration is not None
+    assert meta.calibration.mm_per_px_x == pytest.approx(truth.mm_per_px)
+    assert [r.data_type_name for r in meta.regions] == ["tissue", "color_flow"]
+    assert all(r.fits_image for r in meta.regions)
+
+
+def test_identity_match_and_normalisation() -> None:
+    meta = read_study(examples.get_path("rgb_color"))
+    check_identity(meta, PatientIdentity(name="compressedsamples^us1^^", id="13US1"))
+
+
+def test_identity_mismatch_gives_every_reason() -> None:
+    meta = read_study(examples.get_path("rgb_color"))
+    with pytest.raises(IdentityMismatch) as info:
+        check_identity(meta, PatientIdentity(name="Doe^Jane", id="13US1", birth_date="19800101"))
+    reasons = info.value.reasons
+    assert len(reasons) == 2
+    assert "patient name differs" in reasons[0] and "'CompressedSamples^US1'" in reasons[0]
+    assert "birth date missing in the DICOM header" in reasons[1]
+    check_identity(meta, PatientIdentity(id="13US1", birth_date="19800101"), allow_missing=True)
+    with pytest.raises(IdentityMismatch, match="patient id differs"):
+        check_identity(meta, PatientIdentity(id="13US2"))
+
+
+def test_store_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
+    src = examples.get_path("rgb_color")
+    rel = store_dicom(src, tmp_path)
+    assert rel.startswith("dicom/") and rel.endswith(".dcm")
+    stored = tmp_path / rel
+    assert stored.read_bytes() == Path(src).read_bytes()
+    assert store_dicom(src, tmp_path) == rel
+    assert len(list((tmp_path / "dicom").rglob("*.dcm"))) == 1
+    other = store_dicom(examples.get_path("ybr_color"), tmp_path)
+    assert other != rel
+
+
+def test_not_dicom_is_a_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "x.dcm"
+    junk.write_bytes(b"hello")
+    with pytest.raises(NotDicomError, match="not a readable DICOM file"):
+        read_dataset(junk)
+    with pytest.raises(NotDicomError, match="not a readable DICOM"):
+        store_dicom(junk, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(NotDicomError, match="file not found"):
+        read_study(tmp_path / "missing.dcm")
+
+
+def test_ingest_checks_identity_before_storing(tmp_path: Path) -> None:
+    from regenguide.imaging.dicom_io import ingest_dicom
+
+    src = examples.get_path("rgb_color")
+    with pytest.raises(IdentityMismatch, match="patient id differs"):
+        ingest_dicom(src, tmp_path, PatientIdentity(id="SOMEONE-ELSE"))
+    assert not (tmp_path / "dicom").exists()  # nothing stored for the wrong patient
+    done = ingest_dicom(src, tmp_path, PatientIdentity(id="13US1"))
+    assert (tmp_path / done.stored_path).is_file()
+    assert done.sha256 in done.stored_path and len(done.sha256) == 64
+    assert done.size_bytes == Path(src).stat().st_size
+    assert done.metadata.sop_instance_uid == read_study(src).sop_instance_uid
+    ref = done.reference(frame=0, point_px=(10.0, 20.0))
+    assert ref.stored_path == done.stored_path and ref.sop_instance_uid == done.metadata.sop_instance_uid
+    assert "frame 0" in ref.label()
+
+
+def test_acquired_at_prefers_acquisition_then_content_then_study() -> None:
+    assert metadata_from_dataset(examples.palette_color).acquired_at == "2011-05-25T14:56:28.350000"
+    assert metadata_from_dataset(examples.ybr_color).acquired_at == "2016-05-03T12:15:35"  # content time
+    assert (
+        metadata_from_dataset(examples.rgb_color).acquired_at == "2004-08-26T18:50:59-04:00"
+    )  # study + offset
+    ds = copy.deepcopy(examples.rgb_color)
+    with pytest.warns(UserWarning):
+        ds.StudyDate = "not a date"
+    assert metadata_from_dataset(ds).acquired_at is None
