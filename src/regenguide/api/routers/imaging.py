@@ -161,7 +161,7 @@ def measure(request: Request, study_id: int, body: MeasureRequest, db: SessionDe
                                    type_="validation")
             line = ScanLine(start=body.points[0], end=body.points[1])
             measured = measure_thickness(frame_rgb(loaded.dataset, body.frame), line, metadata.calibration,
-                                         overrides=dict(body.boundaries or {}))
+                                         overrides={str(k): v for k, v in (body.boundaries or {}).items()})
             observations = measured.observations
     except CalibrationMissing as exc:
         raise ProblemError(422, "Invalid request", f"study {study_id} has no calibration: {exc}",
