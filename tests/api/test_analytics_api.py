@@ -66,9 +66,14 @@ def test_complete_cohort_report(client: Any, auth: Any, engine: Any) -> None:
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     text = html.text
     assert "Complete cohort" in text and "6 patients" in text and "missed 1" in text
-    # durability: 5 patients with follow-up time (the one who missed every visit has none after day 0)
-    assert "<td>microfat</td><td>5</td>" in text.replace("\n", "")
+    # durability: all 6 patients; the one who missed every visit is censored at day 0, not dropped
+    assert "<td>microfat</td><td>6</td>" in text.replace("\n", "")
     assert "1 patient(s) missed at least one visit" in text
+    # lost to follow-up: patient 5 missed the only visit; lost once 12 months pass without contact
+    today = date.today()
+    lost = 1 if (today.year - 2025) * 12 + today.month - 3 - (today.day < 1) >= 12 else 0
+    assert f"On {today.isoformat()}: {lost} patient(s)." in text.replace("\n", " ")
+    assert ("<td>Registry id</td>" in text or "<th>Registry id</th>" in text) == bool(lost)
     assert text.count("data:image/png;base64,") >= 2
     pdf = client.get("/api/v1/reports/outcomes?format=pdf", headers=auth["researcher"])
     assert pdf.content.startswith(b"%PDF")

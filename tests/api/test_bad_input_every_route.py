@@ -75,3 +75,33 @@ def test_pagination_bounds(client: Any, auth: Any, path: str) -> None:
         r = client.get(f"{path}?{query}", headers=auth["admin"])
         assert r.status_code == 422, (path, query)
         assert r.json()["errors"][0]["field"] in ("limit", "offset")
+
+
+def _schema(app: Any, op: dict[str, Any]) -> dict[str, Any]:
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = app.openapi()["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema  # type: ignore[no-any-return]
+
+
+def test_every_json_route_names_each_missing_required_field_and_stores_nothing(
+    app: Any, client: Any, auth: Any, engine: Any
+) -> None:
+    """An empty object on every JSON write route: a 422 problem whose errors name every required field."""
+    before = _counts(engine)
+    headers = {**auth["admin"], "If-Match": '"v1"'}
+    checked = 0
+    for method, path, op in _operations(app):
+        if "application/json" not in op.get("requestBody", {}).get("content", {}):
+            continue
+        required = set(_schema(app, op).get("required", []))
+        if not required:
+            continue
+        r = client.request(method, _fill(path, "1"), json={}, headers=headers)
+        assert r.status_code == 422, (method, path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json"), (method, path)
+        named = {e["field"].split(".")[-1] for e in r.json()["errors"]}
+        assert required <= named, (method, path, required - named)
+        checked += 1
+    assert checked >= 20
+    assert _counts(engine) == before

@@ -131,3 +131,77 @@ def test_study_without_its_file_is_a_clear_404(client: Any, auth: Any, engine: A
     for url in (f"/api/v1/imaging/studies/{sid}/doppler", f"/api/v1/imaging/studies/{sid}/overlay.png"):
         r = client.get(url, headers=auth["clinician"])
         assert r.status_code == 404 and "no image file" in r.json()["detail"]
+
+
+def test_measurements_are_stored_as_observations_linked_to_the_study(
+    client: Any, auth: Any, engine: Any, tmp_path: Path
+) -> None:
+    from datetime import date
+
+    pid = _patient(client, auth)
+    other = _patient(client, auth, mrn="US-2")
+    with transaction(engine) as db:
+        visits = [m.FollowupVisit(patient_id=p, label="3 months", due_on=date(2026, 4, 1),
+                                  window_start=date(2026, 3, 15), window_end=date(2026, 4, 15)) for p in (pid, other)]
+        db.add_all(visits)
+        db.flush()
+        own_visit, foreign_visit = visits[0].id, visits[1].id
+    study = _upload(client, auth, _phantom(tmp_path, "US-1"), pid).json()
+    url = f"/api/v1/imaging/studies/{study['id']}/measurements"
+    # Volume of a deposit traced on three parallel slices 2 mm apart: 3 x (10 mm x 10 mm) x 2 mm = 0.6 mL.
+    square = [[100, 100], [300, 100], [300, 300], [100, 300]]  # 200 px x 0.05 mm = 10 mm a side
+    r = client.post(url, json={"kind": "volume", "slices": [square] * 3, "spacing_mm": 2.0, "visit_id": own_visit},
+                    headers=auth["clinician"])
+    assert r.status_code == 201, r.text
+    (obs,) = r.json()["observations"]
+    assert (obs["code"], obs["unit"]) == ("deposit-volume", "mL") and obs["value"] == pytest.approx(0.6)
+    area = client.post(url, json={"kind": "area", "points": square, "code": "graft-area"}, headers=auth["clinician"])
+    assert area.status_code == 201 and area.json()["observations"][0]["value"] == pytest.approx(100.0)
+    with transaction(engine) as db:
+        rows = {row.code: row for row in db.execute(select(m.Observation).where(
+            m.Observation.imaging_study_id == study["id"])).scalars()}
+        assert set(rows) == {"deposit-volume", "graft-area"}
+        assert rows["deposit-volume"].patient_id == pid and rows["deposit-volume"].visit_id == own_visit
+        assert rows["graft-area"].unit == "mm2" and rows["graft-area"].value == pytest.approx(100.0)
+    # Another patient's visit is refused (the observation would be filed under the wrong person).
+    r = client.post(url, json={"kind": "distance", "points": [[0, 0], [10, 0]], "visit_id": foreign_visit},
+                    headers=auth["clinician"])
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "visit_id"
+    for body, field in (
+        ({"kind": "distance", "points": [[0, 0], [1, 1], [2, 2]]}, "points"),
+        ({"kind": "area", "points": [[0, 0], [10, 10], [10, 0], [0, 10]]}, "points"),  # crosses itself
+        ({"kind": "volume", "slices": [square]}, "slices"),  # no spacing
+        ({"kind": "distance", "points": [[0, 0], [10, 0]], "frame": 5}, "frame"),
+        ({"kind": "distance", "points": [[0, 0], [10, 0]], "boundaries": {"skin": 1.0}}, "boundaries"),
+    ):
+        r = client.post(url, json=body, headers=auth["clinician"])
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["errors"][0]["field"] == field, (body, r.json())
+    with transaction(engine) as db:
+        assert db.execute(select(func.count()).select_from(m.Observation).where(
+            m.Observation.imaging_study_id == study["id"])).scalar_one() == 2
+
+
+def test_frame_and_region_errors_name_the_field(client: Any, auth: Any, tmp_path: Path) -> None:
+    pid = _patient(client, auth)
+    study = _upload(client, auth, _phantom(tmp_path, "US-1"), pid).json()
+    base = f"/api/v1/imaging/studies/{study['id']}"
+    for url in (f"{base}/doppler?frame=3", f"{base}/overlay.png?frame=3"):
+        r = client.get(url, headers=auth["clinician"])
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "frame", r.text
+    r = client.post(f"{base}/vascular-map", json={"region": "glabela"}, headers=auth["clinician"])
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "region"
+    from regenguide.kb import knowledge_base
+
+    alias = (knowledge_base().regions["temple"].aliases or ["Temple"])[0]
+    r = client.post(f"{base}/vascular-map", json={"region": alias, "side": "left"}, headers=auth["clinician"])
+    assert r.status_code == 201 and r.json()["region"] == "temple"  # stored under the canonical code
+    import pydicom
+
+    path = _phantom(tmp_path, "SOMEONE-ELSE")
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(path, enforce_file_format=True)
+    mismatch = _upload(client, auth, path, pid)
+    assert mismatch.status_code == 422 and mismatch.json()["errors"][0]["field"] == "file"
+    assert "patient id differs" in mismatch.json()["errors"][0]["message"]

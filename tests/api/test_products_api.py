@@ -217,3 +217,257 @@ def test_divide_into_aliquots(client: Any, auth: Any) -> None:
     too_much = client.post(f"/api/v1/products/{r.json()[0]['id']}/divide", json={"count": 2, "location": "lab",
                            "volumes_ml": [2, 2]}, headers=auth["lab"])
     assert too_much.status_code == 422
+
+
+# --- audit additions: every refusal reason recorded, release blockers, recall forms, FHIR ---------------------------
+def _event(client: Any, auth: Any, product_id: int, event: str, at: datetime | None = None) -> Any:
+    body: dict[str, Any] = {"type": event, "location": "lab 1"}
+    if at is not None:
+        body["at"] = at.isoformat()
+    return client.post(f"/api/v1/products/{product_id}/events", json=body, headers=auth["lab"])
+
+
+def _consent_row(engine: Any, patient_id: int, plan_id: int | None, decision: str, expires_on: Any = None) -> None:
+    with transaction(engine) as db:
+        db.add(m.Consent(patient_id=patient_id, plan_id=plan_id, version="1", text="consent text for PRP",
+                         text_digest="0" * 64, decision=decision, signer_name="Lea Moreau",
+                         signed_at=NOW - timedelta(days=2), expires_on=expires_on))
+
+
+def _ready(client: Any, auth: Any, engine: Any, mrn: str = "PA", **product: Any) -> tuple[int, int, dict[str, Any]]:
+    """A patient with a signed plan, valid consent and a released PRP product."""
+    pid = _patient(client, auth, mrn)
+    plan = _signed_plan(engine, pid)
+    _consent(client, auth, pid, plan)
+    prod = _product(client, auth, pid, plan, **product)
+    _release(client, auth, prod["id"])
+    return pid, plan, prod
+
+
+def _scenario(client: Any, auth: Any, engine: Any, code: str) -> dict[str, Any]:
+    """Request body of a bedside check that must be refused for exactly `code` (and nothing else)."""
+    if code == "not_released":
+        pid = _patient(client, auth, "PA")
+        plan = _signed_plan(engine, pid)
+        _consent(client, auth, pid, plan)
+        prod = _product(client, auth, pid, plan)
+        return {"patient_id": pid, "scanned_patient": "PA", "scanned_product": prod["identifier"]}
+    if code in ("quarantined", "discarded"):
+        pid = _patient(client, auth, "PA")
+        plan = _signed_plan(engine, pid)
+        _consent(client, auth, pid, plan)
+        prod = _product(client, auth, pid, plan)
+        assert _event(client, auth, prod["id"], "processed").status_code == 201
+        last = "qc_failed" if code == "quarantined" else "discarded"
+        assert _event(client, auth, prod["id"], last).status_code == 201
+        return {"patient_id": pid, "scanned_patient": "PA", "scanned_product": prod["identifier"]}
+    if code == "expired":
+        pid = _patient(client, auth, "PA")
+        plan = _signed_plan(engine, pid)
+        _consent(client, auth, pid, plan)
+        past = NOW - timedelta(hours=6)
+        prod = _product(client, auth, pid, plan, collected_at=past.isoformat())
+        for i, event in enumerate(("processed", "qc_passed", "released")):
+            assert _event(client, auth, prod["id"], event, past + timedelta(minutes=10 * (i + 1))).status_code == 201
+        # PRP: 4 h after processing (wilson-2018-prp-storage) -> expired 1 h 50 min ago
+        return {"patient_id": pid, "scanned_patient": "PA", "scanned_product": prod["identifier"]}
+    if code == "expiry_unknown":
+        pid = _patient(client, auth, "PA")
+        plan = _signed_plan(engine, pid)
+        _consent(client, auth, pid, plan)
+        prod = _product(client, auth, pid, plan, product_type="microfat", preparation=None)
+        _release(client, auth, prod["id"])  # microfat: no sourced hold time -> no expiry
+        return {"patient_id": pid, "scanned_patient": "PA", "scanned_product": prod["identifier"]}
+    if code in ("plan_not_signed", "consent_missing", "consent_declined", "consent_withdrawn", "consent_expired"):
+        pid = _patient(client, auth, "PA")
+        plan = _signed_plan(engine, pid, signed=code != "plan_not_signed")
+        if code == "plan_not_signed":
+            _consent(client, auth, pid, plan)
+        elif code != "consent_missing":
+            decision = {"consent_declined": "declined", "consent_withdrawn": "withdrawn"}.get(code, "accepted")
+            expires = (NOW - timedelta(days=1)).date() if code == "consent_expired" else None
+            _consent_row(engine, pid, plan, decision, expires)
+        prod = _product(client, auth, pid, plan)
+        _release(client, auth, prod["id"])
+        return {"patient_id": pid, "scanned_patient": "PA", "scanned_product": prod["identifier"]}
+    pid, _, prod = _ready(client, auth, engine)
+    base = {"patient_id": pid, "scanned_patient": "PA", "scanned_product": prod["identifier"]}
+    if code == "patient_mismatch":
+        return {**base, "scanned_patient": "PB"}
+    if code == "wrong_patient":
+        other = _patient(client, auth, "PB")  # patient B, with a valid consent of its own, is being treated
+        _consent_row(engine, other, None, "accepted")
+        return {**base, "patient_id": other, "scanned_patient": "PB"}
+    if code == "identifier_malformed":
+        return {**base, "product_id": prod["id"], "scanned_product": "RG1-26-12"}
+    if code == "identifier_check_char_wrong":
+        return {**base, "product_id": prod["id"], "scanned_product": prod["identifier"] + " Z"}
+    if code == "wrong_product":
+        other = _product(client, auth, pid, None)
+        return {**base, "product_id": prod["id"], "scanned_product": other["identifier"]}
+    if code == "unknown_product":
+        return {**base, "scanned_product": "RG1-26-999999"}
+    if code == "division_unconfirmed":
+        r = client.post(f"/api/v1/products/{prod['id']}/divide", json={"count": 2, "location": "lab"},
+                        headers=auth["lab"])
+        assert r.status_code == 201, r.text
+        return {**base, "product_id": r.json()[1]["id"], "scanned_product": prod["identifier"]}
+    if code == "already_administered":
+        ok = client.post("/api/v1/bedside/verify", json={**base, "administer": True}, headers=auth["nurse"])
+        assert ok.status_code == 200, ok.text
+        return base
+    raise AssertionError(code)
+
+
+def test_every_refusal_code_has_an_api_scenario() -> None:
+    from regenguide.products.bedside import RefusalCode
+
+    assert {c.value for c in RefusalCode} == set(ALL_CODES)
+
+
+ALL_CODES = [
+    "identifier_malformed", "identifier_check_char_wrong", "unknown_product", "wrong_product", "division_unconfirmed",
+    "patient_mismatch", "wrong_patient", "not_released", "quarantined", "discarded", "already_administered",
+    "expired", "expiry_unknown", "plan_not_signed", "consent_missing", "consent_expired", "consent_declined",
+    "consent_withdrawn",
+]
+
+
+@pytest.mark.parametrize("code", ALL_CODES)
+def test_each_refusal_reason_is_refused_and_recorded(client: Any, auth: Any, engine: Any, code: str) -> None:
+    body = _scenario(client, auth, engine, code)
+    with transaction(engine) as db:
+        before = db.execute(select(func.count()).select_from(m.BedsideCheck)).scalar_one()
+        statuses = {p.id: p.status for p in db.execute(select(m.BiologicProduct)).scalars()}
+    r = client.post("/api/v1/bedside/verify", json={**body, "administer": True}, headers=auth["nurse"])
+    assert r.status_code == 409, r.text
+    problem = r.json()
+    # a product never processed has no hold-time clock yet, so its expiry is unknown too
+    expected = [code, "expiry_unknown"] if code == "not_released" else [code]
+    assert [x["code"] for x in problem["refusals"]] == expected, problem
+    assert r.headers["content-type"].startswith("application/problem+json")
+    with transaction(engine) as db:
+        checks = db.execute(select(m.BedsideCheck).order_by(m.BedsideCheck.id)).scalars().all()
+        assert len(checks) == before + 1
+        last = checks[-1]
+        assert last.id == problem["check_id"] and last.accepted is False
+        assert [x["code"] for x in last.reasons] == expected and all(x["message"] for x in last.reasons)
+        assert last.patient_id == body["patient_id"]
+        # nothing was administered
+        assert {p.id: p.status for p in db.execute(select(m.BiologicProduct)).scalars()} == statuses
+
+
+def test_same_record_number_at_another_site_is_another_patient(client: Any, auth: Any, engine: Any) -> None:
+    # Record numbers are unique per site only: patient "PA" of site 2 must not receive site 1's "PA" product.
+    from regenguide.services import products as svc
+
+    _, _, prod = _ready(client, auth, engine, mrn="PA")
+    with transaction(engine) as db:
+        site = m.Site(name="Other Clinic", jurisdiction="US")
+        db.add(site)
+        db.flush()
+        twin = m.Patient(site_id=site.id, mrn="PA", given_name="Other", family_name="Person",
+                         birth_date=datetime(1980, 1, 1).date(), sex="male")
+        db.add(twin)
+        db.flush()
+        db.add(m.Consent(patient_id=twin.id, plan_id=None, version="1", text="consent text for PRP",
+                         text_digest="0" * 64, decision="accepted", signer_name="Other Person",
+                         signed_at=NOW - timedelta(days=1)))
+        verification, check = svc.bedside(db, patient_id=twin.id, scanned_patient="PA",
+                                          scanned_product=prod["identifier"], product_id=prod["id"], user_id=None,
+                                          location="ward", administer=True)
+        assert verification.codes == ["wrong_patient"] and check.accepted is False
+        assert db.get(m.BiologicProduct, prod["id"]).status == "released"
+
+
+def test_failed_or_pending_release_test_blocks_qc_pass_and_release(client: Any, auth: Any) -> None:
+    pid = _patient(client, auth, "P1")
+    cart = {
+        "product_type": "car_t", "prepared_at": NOW.isoformat(), "operator": "cell.lab",
+        "collection": {"method": "leukapheresis", "collected_at": (NOW - timedelta(days=20)).isoformat()},
+        "manufacturing_site": "Site M", "manufacturing_lot": "MFG-1", "total_cells": 1e8, "viability_percent": 90,
+        "release_tests": [{"test": "sterility", "result": "fail"}, {"test": "mycoplasma", "result": "pending"},
+                          {"test": "endotoxin", "result": "pass"}],
+    }
+    prod = _product(client, auth, pid, None, product_type="car_t", preparation=cart)
+    assert _event(client, auth, prod["id"], "processed").status_code == 201
+    r = _event(client, auth, prod["id"], "qc_passed")
+    assert r.status_code == 409 and r.json()["type"].endswith("release-blocked")
+    assert r.json()["blockers"] == ["release test sterility failed", "release test mycoplasma is pending"]
+    assert client.get(f"/api/v1/products/{prod['id']}", headers=auth["lab"]).json()["status"] == "processed"
+    assert _event(client, auth, prod["id"], "qc_failed").status_code == 201  # quarantine is always allowed
+
+
+def test_naive_times_are_refused_naming_the_field(client: Any, auth: Any) -> None:
+    pid = _patient(client, auth, "P1")
+    r = client.post("/api/v1/products", json={"patient_id": pid, "product_type": "prp", "location": "lab",
+                                              "collected_at": "2026-11-22T08:00:00"}, headers=auth["lab"])
+    assert r.status_code == 422 and "collected_at" in r.text
+    prod = _product(client, auth, pid, None)
+    r = client.post(f"/api/v1/products/{prod['id']}/events",
+                    json={"type": "processed", "location": "lab", "at": "2026-11-22T08:00:00"}, headers=auth["lab"])
+    assert r.status_code == 422 and "at" in [e["field"].split(".")[-1] for e in r.json()["errors"]]
+
+
+def test_recall_accepts_scanned_and_keyed_identifiers_and_reagent_lots_as_csv(
+    client: Any, auth: Any, engine: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+    import io
+
+    from regenguide.products.din import mod37_2_char
+
+    pid, plan, _ = _ready(client, auth, engine, mrn="P1")
+    svf = {
+        "product_type": "svf_enzymatic", "prepared_at": NOW.isoformat(), "operator": "lab.b",
+        "harvest": {"donor_site": "abdomen", "cannula_diameter_mm": 2.5, "lipoaspirate_volume_ml": 120},
+        "fat_processed_ml": 100, "enzyme": {"name": "collagenase type I", "lot": "COL-42"},
+        "isolation": {"total_cells": 2e7, "viability_percent": 85, "suspension_volume_ml": 5},
+    }
+    # enzymatic SVF has no sourced hold time: the facility sets one in its own file
+    holds = tmp_path / "holds.yaml"
+    holds.write_text("- {product_type: svf_enzymatic, hours: 2, clock_starts: processed, evidence: expert_opinion,"
+                     " citations: ['facility-sop:SVF-01']}\n", encoding="utf-8")
+    monkeypatch.setenv("REGENGUIDE_HOLD_TIMES_FILE", str(holds))
+    din = "A999926000123"  # an ISBT 128 licensed facility's DIN, keyed with its check character
+    prod = _product(client, auth, pid, plan, product_type="svf_enzymatic", preparation=svf,
+                    identifier=f"{din}{mod37_2_char(din)}")
+    assert prod["identifier"] == din and prod["identifier_scheme"] == "isbt128"
+    _release(client, auth, prod["id"])
+    stored = client.get(f"/api/v1/products/{prod['id']}", headers=auth["lab"]).json()
+    assert stored["expiry_basis"].startswith("2 h after processed")
+    ok = client.post("/api/v1/bedside/verify", json={"patient_id": pid, "scanned_patient": "P1",
+                     "scanned_product": f"={din}00", "administer": True}, headers=auth["nurse"])
+    assert ok.status_code == 200, ok.text
+    for query in (f"product={din}", f"product=A9999 26 000123 {mod37_2_char(din)}", f"product=%3D{din}00",
+                  "reagent_lot=col-42"):
+        items = client.get(f"/api/v1/recall?{query}", headers=auth["lab"]).json()["items"]
+        assert [x["product_key"] for x in items] == [din], query
+        assert items[0]["reagent_lots"] == ["COL-42"] and items[0]["patient_record_number"] == "P1"
+    wrong = client.get(f"/api/v1/recall?product={din}Z", headers=auth["lab"])
+    assert wrong.status_code == 422 and "check character" in wrong.json()["detail"]
+    text = client.get("/api/v1/recall?reagent_lot=COL-42&format=csv", headers=auth["lab"]).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 1 and rows[0]["product_key"] == din and rows[0]["reagent_lots"] == "COL-42"
+    assert rows[0]["product_type"] == "svf_enzymatic" and rows[0]["performer"] == "nurse"
+
+
+def test_product_fhir_bundle(client: Any, auth: Any, engine: Any) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    pid, _, prod = _ready(client, auth, engine, mrn="P1")
+    ok = client.post("/api/v1/bedside/verify", json={"patient_id": pid, "scanned_patient": "P1",
+                     "scanned_product": prod["identifier"], "administer": True}, headers=auth["nurse"])
+    assert ok.status_code == 200
+    r = client.get(f"/api/v1/products/{prod['id']}/fhir", headers=auth["lab"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate(r.json())  # R4B models validate the whole bundle
+    kinds = [e.resource.get_resource_type() for e in bundle.entry]
+    assert kinds == ["BiologicallyDerivedProduct", "Procedure"]
+    bdp, proc = (e.resource for e in bundle.entry)
+    assert bdp.identifier[0].value == prod["identifier"]
+    assert bdp.identifier[0].system == "urn:regenguide:local-product-id"
+    assert bdp.collection.source.reference == f"Patient/{pid}" == proc.subject.reference
+    assert [p.description for p in bdp.processing][:2] == ["spin 1: 100 x g for 15 min", "spin 2: 1600 x g for 20 min"]
+    assert proc.usedReference[0].identifier.value == prod["identifier"]
+    assert proc.performer[0].actor.display == "nurse"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -57,3 +58,45 @@ def test_unknown_token_and_permissions(client: Any, auth: Any) -> None:
     assert client.get("/api/v1/public/questionnaires/nope").status_code == 404
     r = client.post("/api/v1/questionnaire-links", json={"patient_id": 1}, headers=auth["lab"])
     assert r.status_code == 403
+
+
+def test_visit_must_belong_to_the_patient(client: Any, auth: Any, engine: Any) -> None:
+    pid, _ = _link(client, auth)
+    with transaction(engine) as db:
+        other = m.Patient(site_id=1, mrn="MRN-Q2", given_name="O", family_name="P", birth_date=date(1970, 1, 1),
+                          sex="male")
+        db.add(other)
+        db.flush()
+        d = date(2025, 5, 1)
+        visit = m.FollowupVisit(patient_id=other.id, label="1 month", due_on=d, window_start=d, window_end=d)
+        db.add(visit)
+        db.flush()
+        visit_id = visit.id
+    r = client.post("/api/v1/questionnaire-links", json={"patient_id": pid, "visit_id": visit_id},
+                    headers=auth["nurse"])
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["errors"][0]["field"] == "visit_id"
+
+
+def test_stale_read_cannot_use_a_link_twice(client: Any, auth: Any, engine: Any, monkeypatch: Any) -> None:
+    """Two submissions that both passed the 'unused' check (as concurrent requests can): the
+    conditional UPDATE lets only the first one store a response."""
+    from regenguide.api.routers import questionnaires as router
+
+    pid, link = _link(client, auth)
+    assert client.post(link["url"], json={"answers": ANSWERS}).status_code == 201
+
+    def stale_open(db: Any, token: str) -> Any:  # the check as a concurrent request saw it: still unused
+        row = db.execute(select(m.QuestionnaireLink)).scalar_one()
+        db.expunge(row)
+        row.used_at = None
+        return row
+
+    monkeypatch.setattr(router, "_open_link", stale_open)
+    again = client.post(link["url"], json={"answers": ANSWERS | {"pain": "severe"}})
+    assert again.status_code == 410
+    with transaction(engine) as db:
+        obs = db.execute(select(m.Observation).where(m.Observation.patient_id == pid)).scalars().all()
+        assert [o.value for o in obs] == [3.0]
+        stored = db.execute(select(m.QuestionnaireLink)).scalar_one()
+        assert "severe" not in str(stored.response)

@@ -3,6 +3,7 @@ transactions, permissions per role and the audit trail of reads and writes."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -227,3 +228,63 @@ def test_patient_record_is_a_valid_fhir_bundle(client: Any, auth: Any) -> None:
     assert len(patients) == 1 and patients[0].name[0].family == "Silva"
     assert client.get(f"/api/v1/patients/{p['id']}/record", headers=auth["researcher"]).status_code == 403
     assert client.get("/api/v1/patients/9999/record", headers=auth["clinician"]).status_code == 404
+
+
+IDENTIFIER_KEYS = {"mrn", "given_name", "family_name", "birth_date", "phone", "email", "signer_name", "name_of_patient"}
+
+
+def _walk(value: Any, path: str = "") -> Any:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield f"{path}.{k}", k, v
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield f"{path}[{i}]", None, v
+            yield from _walk(v, f"{path}[{i}]")
+
+
+def test_researcher_sees_no_identifier_on_any_route(app: Any, client: Any, auth: Any, engine: Any) -> None:
+    """Every GET route of the published API, called as a researcher over a demo cohort (every patient
+    consenting to research, so nothing is hidden by the consent filter): no identifier key and no
+    patient's name, record number, birth date, phone or e-mail as a value anywhere in the answer."""
+    from sqlalchemy import update
+
+    from regenguide.services.demo import seed_demo
+
+    seed_demo(engine, patients=12, seed=11)
+    with transaction(engine) as db:
+        db.execute(update(Patient).values(research_consent=True))
+        secrets: set[str] = set()
+        for p in db.execute(select(Patient)).scalars():
+            secrets |= {p.mrn, p.given_name, p.family_name, p.birth_date.isoformat(), f"{p.given_name} {p.family_name}"}
+            secrets |= {v for v in (p.phone, p.email) if v}
+    gets = [
+        path
+        for path, item in sorted(app.openapi()["paths"].items())
+        if "get" in item and path.startswith("/api/v1")
+    ]
+    assert len(gets) >= 20
+    answered = 0
+    for path in gets:
+        for ident in ("1", "2", "3"):
+            url = re.sub(r"\{[^}]+\}", ident, path)
+            r = client.get(url, headers=auth["researcher"])
+            if r.status_code != 200 or not r.headers.get("content-type", "").startswith(
+                ("application/json", "application/fhir+json")
+            ):
+                continue
+            answered += 1
+            for where, key, value in _walk(r.json()):
+                assert key not in IDENTIFIER_KEYS, (url, where)
+                assert not (isinstance(value, str) and value in secrets), (url, where, value)
+            if "{" not in path:
+                break
+    assert answered >= 10  # the sweep really read data
+
+
+@pytest.mark.parametrize("role", ["lab", "researcher", "nurse"])
+def test_roles_that_may_not_sign_or_override_plans(client: Any, auth: Any, role: str) -> None:
+    r = client.post("/api/v1/plans/1/sign", json={}, headers={**auth[role], "If-Match": '"v1"'})
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")

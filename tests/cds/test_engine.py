@@ -191,5 +191,6 @@ def test_any_valid_plan_checks_without_error(doc: dict[str, Any]) -> None:
     assert result.signable == (not any(f.indicator == Indicator.critical for f in result.findings))
     for f in result.findings:
         assert len(f.summary) < 140 and f.citations
+        resolve(f.citations)  # every finding names citations that resolve to full references
         if f.injection_index is not None:
             assert 0 <= f.injection_index < len(plan.injections)

@@ -549,3 +549,110 @@ def test_every_rule_in_rules_yaml_is_tested_here() -> None:
     assert declared - tested == set()
     contra = {f"contraindication.{c}" for c in knowledge_base().contraindications}
     assert contra - set(re.findall(r'"(contraindication\.[a-z0-9_.]+)"', source)) == set()
+
+
+# --- every high-risk zone x every zone rule ----------------------------------------------------------
+ISSUE_ZONES = ["glabella", "nose", "forehead", "temple", "tear_trough", "periorbital", "nasolabial_fold", "lips"]
+ALL_ZONES = sorted(knowledge_base().danger_zones)
+
+
+def zone_inj(region: str, **fields: Any) -> dict[str, Any]:
+    """An injection done as the sources advise for the zone: its first safer plane, a 22G cannula, a small bolus."""
+    kb = knowledge_base()
+    side = "left" if kb.regions[region].paired else "midline"
+    return inj(region, side=side, plane=kb.danger_zones[region].safe_planes[0], volume_ml=0.5, **fields)
+
+
+def test_the_issues_high_risk_zones_are_all_danger_zones() -> None:
+    assert set(ISSUE_ZONES) <= set(ALL_ZONES)
+
+
+@pytest.mark.parametrize("region", ALL_ZONES)
+def test_zone_done_as_advised_raises_no_zone_warning(region: str) -> None:
+    found = run(make_plan([zone_inj(region)])).findings
+    assert not [f.rule for f in found if f.rule.startswith("danger_zone") and f.indicator != Indicator.info]
+
+
+@pytest.mark.parametrize("region", ALL_ZONES)
+def test_no_doppler_in_every_zone(region: str) -> None:
+    f = only(make_plan([zone_inj(region)], guidance={"imaging": "ultrasound", "doppler": False}),
+             "danger_zone.no_doppler")
+    assert f.indicator == Indicator.critical and f.suggestions[0].changes == {"guidance.doppler": True}
+    assert "danger_zone.no_doppler" not in rules_of(make_plan([zone_inj(region)]))
+
+
+@pytest.mark.parametrize("region", ALL_ZONES)
+def test_sharp_needle_in_every_zone(region: str) -> None:
+    f = only(make_plan([zone_inj(region, device="needle", gauge=27)]), "danger_zone.sharp_needle")
+    assert f.indicator == Indicator.critical and f.injection_index == 0
+    assert f.suggestions[0].changes == {"device": "cannula", "gauge": 25}
+    assert "danger_zone.sharp_needle" not in rules_of(make_plan([zone_inj(region, device="cannula", gauge=25)]))
+
+
+# The two published critical arterial volumes (Khan 2017: supratrochlear 0.085 mL; Li 2023: ophthalmic 0.16 mL).
+CRITICAL = {"glabella": 0.085, "forehead": 0.085}
+
+
+@pytest.mark.parametrize("region", ALL_ZONES)
+def test_bolus_at_or_beyond_the_critical_volume_in_every_zone(region: str) -> None:
+    limit = CRITICAL.get(region, 0.16)
+    zone = knowledge_base().danger_zones[region]
+    assert zone.critical_bolus is not None and zone.critical_bolus.volume_ml == limit
+    for bolus in (limit, limit + 0.05):
+        f = only(make_plan([zone_inj(region, bolus_ml=bolus)]), "danger_zone.bolus_over_critical")
+        assert f.indicator == Indicator.critical
+        assert f.suggestions[0].changes["bolus_ml"] < limit
+        assert ("kb.khan-2017" if limit == 0.085 else "kb.li-2023-ophthalmic") in f.citations
+    assert "danger_zone.bolus_over_critical" not in rules_of(make_plan([zone_inj(region, bolus_ml=limit - 0.001)]))
+
+
+@pytest.mark.parametrize("region", ["temple", "lips", "nose", "nasolabial_fold", "tear_trough", "forehead"])
+def test_critical_volume_applied_outside_the_measured_vessel_is_labelled_expert_opinion(region: str) -> None:
+    f = only(make_plan([zone_inj(region, bolus_ml=0.3)]), "danger_zone.bolus_over_critical")
+    assert f.evidence == "expert_opinion"
+
+
+def test_critical_volume_where_it_was_measured_is_verified() -> None:
+    assert only(make_plan([zone_inj("glabella", bolus_ml=0.1)]), "danger_zone.bolus_over_critical").evidence == (
+        "verified"
+    )
+
+
+def test_fat_blindness_site_card_is_verified_from_both_abstracts() -> None:
+    # Chatrath 2019 and Beleznay 2015 were both read in the abstract (research notes, regulation review 7a).
+    f = only(make_plan(), "danger_zone.fat_blindness_site")
+    assert f.evidence == "verified" and "38.8%" in f.detail
+
+
+# --- contraindications as clinicians write them ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("medication", "rule"),
+    [
+        ("Warfarin 5 mg", "contraindication.prp.anticoagulant"),
+        ("Eliquis (apixaban) 5 mg bid", "contraindication.prp.anticoagulant"),
+        ("clopidogrel 75mg daily", "contraindication.prp.antiplatelet"),
+        ("Acetylsalicylic acid 100 mg", "contraindication.prp.nsaid_48h"),
+        ("Prednisolone 5 mg", "contraindication.prp.corticosteroids"),
+    ],
+)
+def test_medication_with_dose_is_recognised(medication: str, rule: str) -> None:
+    assert rule in rules_of(prp_plan(medications=[medication]))
+
+
+def test_medication_names_that_are_not_in_a_class_do_not_trigger() -> None:
+    plan = prp_plan(medications=["metformin 500 mg", "vitamin D 1000 IU"])
+    assert not [r for r in rules_of(plan) if r.startswith("contraindication")]
+
+
+def test_nsaid_window_is_strictly_within_48_hours() -> None:
+    assert "contraindication.prp.nsaid_48h" in rules_of(prp_plan(last_nsaid_hours_ago=47.9))
+    assert "contraindication.prp.nsaid_48h" not in rules_of(prp_plan(last_nsaid_hours_ago=48))
+
+
+def test_haematological_cancer_written_in_words_triggers() -> None:
+    f = only(prp_plan(conditions=["Haematological cancer"]), "contraindication.prp.cancer")
+    assert f.citations == ["kb.le-2018-prp-contra"]
+
+
+def test_anticoagulant_with_dose_before_fat_grafting() -> None:
+    assert "contraindication.fat.anticoagulant" in rules_of(make_plan(patient={"medications": ["Xarelto 20 mg"]}))

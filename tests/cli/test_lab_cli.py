@@ -90,3 +90,56 @@ def test_bad_input(setup: dict[str, Any]) -> None:
     r = runner.invoke(app, ["lab", "register", "--patient-id", "1", "--product-type", "botox", "--location", "x"])
     assert r.exit_code == 2 and "botox" in r.output
     assert runner.invoke(app, ["lab", "recall"]).exit_code == 2
+
+
+def test_divide_and_backdated_events(setup: dict[str, Any], engine: Any) -> None:
+    naive = runner.invoke(app, ["lab", "register", "--patient-id", str(setup["patient"]), "--product-type", "prp",
+                                "--location", "lab", "--collected-at", "2026-11-22T08:00:00"])
+    assert naive.exit_code == 2 and "no UTC offset" in naive.output
+    start = NOW - timedelta(hours=1)
+    r = runner.invoke(app, ["lab", "register", "--patient-id", str(setup["patient"]), "--product-type", "prp",
+                            "--location", "lab 1", "--plan-id", str(setup["plan"]), "--preparation",
+                            str(setup["prep"]), "--volume-ml", "5", "--collected-at", start.isoformat()])
+    assert r.exit_code == 0, r.output
+    with transaction(engine) as db:
+        pid = db.execute(select(m.BiologicProduct.id)).scalar_one()
+    processed_at = start + timedelta(minutes=20)
+    r = runner.invoke(app, ["lab", "event", str(pid), "processed", "--location", "lab",
+                            "--at", processed_at.isoformat()])
+    assert r.exit_code == 0, r.output
+    with transaction(engine) as db:
+        product = db.get(m.BiologicProduct, pid)
+        # PRP: 4 h after processing (wilson-2018-prp-storage)
+        expires = product.expires_at if product.expires_at.tzinfo else product.expires_at.replace(tzinfo=UTC)
+        assert expires == processed_at + timedelta(hours=4)
+    earlier = runner.invoke(app, ["lab", "event", str(pid), "qc_passed", "--location", "lab",
+                                  "--at", start.isoformat()])
+    assert earlier.exit_code == 2 and "before the last custody event" in earlier.output
+    for event in ("qc_passed", "released"):
+        assert runner.invoke(app, ["lab", "event", str(pid), event, "--location", "lab"]).exit_code == 0
+    r = runner.invoke(app, ["lab", "divide", str(pid), "--count", "2", "--location", "lab",
+                            "--volume-ml", "2.5", "--volume-ml", "2.5"])
+    assert r.exit_code == 0, r.output
+    with transaction(engine) as db:
+        parent = db.get(m.BiologicProduct, pid)
+        kids = db.execute(select(m.BiologicProduct).where(m.BiologicProduct.parent_id == pid)
+                          .order_by(m.BiologicProduct.id)).scalars().all()
+        assert [k.identifier for k in kids] == [parent.identifier + "/A0", parent.identifier + "/B0"]
+        assert parent.status == "discarded" and all(k.status == "released" for k in kids)
+        kid_key = kids[1].identifier
+    assert kid_key in r.output
+    # the aliquot, scanned with its division, can be administered; the parent's DIN alone cannot
+    refused = runner.invoke(app, ["lab", "bedside", "--patient-id", str(setup["patient"]), "--scanned-patient",
+                                  "LAB-1", "--scanned-product", kid_key.split("/")[0], "--administer"])
+    assert refused.exit_code == 1 and "discarded" in refused.output
+    ok = runner.invoke(app, ["lab", "bedside", "--patient-id", str(setup["patient"]), "--scanned-patient", "LAB-1",
+                             "--scanned-product", kid_key, "--administer"])
+    assert ok.exit_code == 0, ok.output
+    too_many = runner.invoke(app, ["lab", "divide", str(pid), "--count", "2", "--location", "lab"])
+    assert too_many.exit_code == 2 and "discarded" in too_many.output
+    unknown = runner.invoke(app, ["lab", "bedside", "--patient-id", str(setup["patient"]), "--scanned-patient",
+                                  "LAB-1", "--scanned-product", "RG1-26-999999"])
+    assert unknown.exit_code == 1 and "unknown_product" in unknown.output
+    with transaction(engine) as db:
+        last = db.execute(select(m.BedsideCheck).order_by(m.BedsideCheck.id.desc()).limit(1)).scalar_one()
+        assert last.product_id is None and last.reasons[0]["code"] == "unknown_product"

@@ -48,6 +48,16 @@ def test_wilson_closed_form() -> None:
         wilson_interval(5, 4)
 
 
+@pytest.mark.parametrize(
+    ("events", "total", "low", "high"),
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_matches_newcombe_1998_table(events: int, total: int, low: float, high: float) -> None:
+    """Newcombe (1998), Stat Med 17:857, Table I, method 3 (score interval without continuity correction)."""
+    r = wilson_interval(events, total)
+    assert (round(r.ci_low, 4), round(r.ci_high, 4)) == (low, high)
+
+
 def test_wilson_table_keeps_zero_denominators() -> None:
     df = pd.DataFrame({"modality": ["prp", "nanofat", "car_t"], "events": [3, 0, 0], "total": [40, 20, 0]})
     out = wilson_table(df)

@@ -45,6 +45,10 @@ def test_doppler_json_keys_on_example(tmp_path: Path) -> None:
     vessel = data["vessels"][0]
     assert {"centroid_px", "depth_px", "diameter_px", "depth_mm", "diameter_mm", "direction"} <= set(vessel)
     assert vessel["depth_mm"] is None and vessel["diameter_mm"] is None  # no calibration
+    assert data["flow_fraction"] == pytest.approx(data["flow_pixels"] / data["analysed_pixels"])
+    for v in data["vessels"]:
+        assert len(v["centroid_px"]) == 2 and v["depth_px"] is not None and v["diameter_px"] > 0
+        assert v["direction"] == "undetermined"  # power Doppler has no direction
     with Image.open(overlay) as img:
         assert img.size == (640, 480)  # small images are drawn at twice the size
 

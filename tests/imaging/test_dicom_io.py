@@ -153,3 +153,70 @@ def test_acquired_at_prefers_acquisition_then_content_then_study() -> None:
     with pytest.warns(UserWarning):
         ds.StudyDate = "not a date"
     assert metadata_from_dataset(ds).acquired_at is None
+
+
+# The 100x100 "SC_rgb" test image shipped with pydicom, in many encodings: ten horizontal bands whose
+# colours are known (pydicom's own pixel-handler tests use the same values), sampled at column 50.
+SC_RGB_BANDS = [
+    (255, 0, 0),
+    (255, 128, 128),
+    (0, 255, 0),
+    (128, 255, 128),
+    (0, 0, 255),
+    (128, 128, 255),
+    (0, 0, 0),
+    (64, 64, 64),
+    (192, 192, 192),
+    (255, 255, 255),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "syntax", "photometric", "tolerance"),
+    [
+        ("SC_rgb_rle.dcm", "1.2.840.10008.1.2.5", "RGB", 0),  # RLE lossless
+        ("SC_rgb_rle_16bit.dcm", "1.2.840.10008.1.2.5", "RGB", 0),  # 16 bits per sample
+        ("SC_rgb_jpeg_gdcm.dcm", "1.2.840.10008.1.2.4.70", "RGB", 0),  # JPEG lossless
+        ("SC_rgb_gdcm_KY.dcm", "1.2.840.10008.1.2.4.91", "RGB", 0),  # JPEG 2000
+        ("SC_rgb_jls_lossy_line.dcm", "1.2.840.10008.1.2.4.81", "RGB", 3),  # JPEG-LS near-lossless
+        ("SC_rgb_dcmtk_+eb+cr.dcm", "1.2.840.10008.1.2.4.50", "RGB", 2),  # JPEG baseline, RGB
+        ("SC_rgb_jpeg_dcmtk.dcm", "1.2.840.10008.1.2.4.50", "YBR_FULL", 6),  # JPEG baseline, YBR
+        ("SC_rgb_dcmtk_+eb+cy+np.dcm", "1.2.840.10008.1.2.4.50", "YBR_FULL_422", 6),  # subsampled
+        ("SC_ybr_full_422_uncompressed.dcm", "1.2.840.10008.1.2.1", "YBR_FULL_422", 6),
+    ],
+)
+def test_compressed_and_ybr_encodings_decode_to_the_known_colours(
+    name: str, syntax: str, photometric: str, tolerance: int
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    ds = read_dataset(get_testdata_file(name))
+    meta = metadata_from_dataset(ds)
+    assert (meta.transfer_syntax_uid, meta.photometric_interpretation) == (syntax, photometric)
+    rgb = frame_rgb(ds)
+    assert rgb.shape == (100, 100, 3) and rgb.dtype == np.uint8
+    got = rgb[5::10, 50].astype(int)
+    assert np.abs(got - np.array(SC_RGB_BANDS)).max() <= tolerance
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_rle_2frame.dcm", "SC_rgb_rle_32bit_2frame.dcm"])
+def test_multiframe_rle_frames_are_decoded_one_by_one(name: str) -> None:
+    from pydicom.data import get_testdata_file
+
+    ds = read_dataset(get_testdata_file(name))
+    assert metadata_from_dataset(ds).frames == 2
+    first, second = frame_rgb(ds, 0), frame_rgb(ds, 1)
+    assert np.array_equal(first[5::10, 50], np.array(SC_RGB_BANDS, np.uint8))
+    # The second frame of these files is the first one inverted (within one level of rounding).
+    assert np.abs(second.astype(int) - (255 - first.astype(int))).max() <= 1
+
+
+def test_jpeg2000_ultrasound_example_decodes() -> None:
+    ds = examples.jpeg2k  # GE power-Doppler image, JPEG 2000 lossless, YBR_RCT
+    meta = metadata_from_dataset(ds)
+    assert (meta.transfer_syntax_uid, meta.photometric_interpretation) == ("1.2.840.10008.1.2.4.90", "YBR_RCT")
+    rgb = frame_rgb(ds)
+    assert rgb.shape == (480, 640, 3)
+    # B-mode background stays grey after the colour transform: R = G = B on most pixels.
+    spread = rgb.max(axis=2).astype(int) - rgb.min(axis=2)
+    assert np.mean(spread == 0) > 0.85

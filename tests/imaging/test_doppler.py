@@ -274,3 +274,23 @@ def test_colour_bar_orientation_sets_the_direction() -> None:
     power = extract_flow(_image_with_bar(red, red), box=(0, 0, 200, 160))  # power scale: no direction cue
     assert [v.direction for v in power.vessels] == [FlowDirection.towards]
     assert not any("inverted" in w for w in power.warnings)
+
+
+def test_real_power_doppler_jpeg2000_example_counts_only_the_colour_boxes() -> None:
+    """pydicom's GE power-Doppler example (640x480, JPEG 2000): two colour boxes framed by white lines
+    (x 88..546, y 149..293 inside the frames), a "PWR" colour scale at each side of the image and
+    burned-in text. The automatic analysis must find exactly the flow of the colour boxes: the scales,
+    which the coarse B-mode area touches at their inner edge, and the text are left out."""
+    rgb = frame_rgb(examples.jpeg2k)
+    inside = (88, 149, 547, 294)
+    auto = analyse_frame(rgb, metadata=metadata_from_dataset(examples.jpeg2k), mode="power")
+    flow = auto.flow_mask
+    x0, y0, x1, y1 = inside
+    assert int(flow.sum()) == int(flow[y0:y1, x0:x1].sum())  # nothing outside the colour boxes
+    boxed = extract_flow(rgb, box=inside, mode="power")
+    assert auto.result.flow_pixels == boxed.flow_pixels
+    # Golden: 12,841 coloured pixels (S > 0.3, V > 0.15) inside the boxes, 44 of them in blobs < 4 px.
+    assert int(colour_mask(rgb)[y0:y1, x0:x1].sum()) == 12841
+    assert boxed.flow_pixels == 12797
+    assert boxed.flow_fraction == pytest.approx(12797 / (459 * 145))
+    assert all(x0 <= v.centroid_px[0] < x1 for v in auto.result.vessels)

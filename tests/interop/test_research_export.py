@@ -13,6 +13,8 @@ from regenguide.interop.research import (
     REDCAP_COLUMNS,
     build_export,
     date_shift_days,
+    fhir_ndjson,
+    procedure_pseudonym,
     pseudonym,
     redcap_dictionary,
     redcap_records,
@@ -115,3 +117,44 @@ def test_redcap_layout(engine: Any) -> None:
 def test_shift_bounds(secret: bytes) -> None:
     shifts = [date_shift_days(secret, i) for i in range(1, 2000)]
     assert min(shifts) >= 1 and max(shifts) <= 364 and len(set(shifts)) > 300
+
+
+def test_internal_procedure_ids_are_pseudonymised(engine: Any) -> None:
+    """Database row ids are record numbers (Safe Harbor identifier R): procedures carry a keyed hash."""
+    _populate(engine)
+    export = build_export(engine, secret=SECRET)
+    with transaction(engine) as db:
+        internal = {p.id for p in db.query(m.Procedure).all()}
+    procs = export.tables["procedures"]
+    assert set(procs["procedure_id"]).isdisjoint(internal)
+    assert set(procs["procedure_id"]) <= {procedure_pseudonym(SECRET, i) for i in internal}
+    # the same procedure has the same pseudonym in every table, so the tables still join
+    for name in ("injections", "observations", "adverse_events"):
+        assert set(export.tables[name]["procedure_id"]) <= set(procs["procedure_id"]), name
+    fhir_ids = {p["id"] for p in fhir_ndjson(export)["Procedure"]}
+    assert fhir_ids == {f"{r}-{p}" for r, p in zip(procs["record_id"], procs["procedure_id"], strict=True)}
+
+
+def test_redcap_yesno_fields_are_one_and_zero(engine: Any) -> None:
+    _populate(engine)
+    export = build_export(engine, secret=SECRET)
+    dictionary = redcap_dictionary(export).set_index("Variable / Field Name")
+    records = redcap_records(export)
+    yesno = [name for name, t in dictionary["Field Type"].items() if t == "yesno"]
+    assert "adverse_events_serious" in yesno
+    for name in yesno:
+        assert set(records[name].dropna().astype(int)) <= {0, 1}, name
+
+
+def test_ninetieth_birthday_is_grouped(engine: Any) -> None:
+    """Completed years by the calendar: born 1 Jan 1933, first procedure 1 Jan 2023 → 90 → "90+"
+    (32,872 days with 22 leap days; dividing by 365.25 gives 89.9986 and would leak the age)."""
+    with transaction(engine) as db:
+        for key, birth in (("ninety", date(1933, 1, 1)), ("eighty-nine", date(1933, 1, 2))):
+            p = m.Patient(site_id=1, mrn=f"MRN-{key}", given_name="G", family_name="F", birth_date=birth, sex="male",
+                          research_consent=True)
+            db.add(p)
+            db.flush()
+            db.add(m.Procedure(patient_id=p.id, modality="prp", performed_at=datetime(2023, 1, 1, 9, tzinfo=UTC)))
+    ages = list(build_export(engine, secret=SECRET).tables["patients"]["age_at_first_procedure"])
+    assert ages == ["90+", "89"]

@@ -277,6 +277,10 @@ def test_icans_validation():
         )
     with pytest.raises(InstrumentValidationError, match="'seizure': 'status' is not an allowed choice"):
         score("icans_astct", {"ice_score": 9, "seizure": "status"})
+    # Lee 2019: ICE 0 with an unarousable patient is grade 4 because ICE cannot be performed; a
+    # positive ICE score in an unarousable patient is contradictory data, not a grade.
+    with pytest.raises(InstrumentValidationError, match="unarousable patient cannot perform the ICE"):
+        score("icans_astct", {"ice_score": 6, "consciousness": "unarousable"})
 
 
 def test_clavien_dindo_and_ctcae():

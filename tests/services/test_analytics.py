@@ -145,5 +145,61 @@ def test_follow_up_completeness_counts_losses(engine: Any) -> None:
         d = date(2025, 2, 1)
         db.add(m.FollowupVisit(patient_id=p.id, label="1 month", due_on=d, window_start=d, window_end=d,
                                status="missed"))
-    result = analytics.follow_up_completeness(engine)
-    assert result == {"visits": {"missed": 1}, "treated_patients": 1, "patients_with_missed_visits": 1}
+    result = analytics.follow_up_completeness(engine, as_of=date(2025, 6, 1))
+    assert result["visits"] == {"missed": 1} and result["visit_states"] == {"missed": 1}
+    assert (result["treated_patients"], result["patients_with_missed_visits"]) == (1, 1)
+    # one visit not done, last contact 6 Jan 2025: not lost yet on 1 June (rule: 2 in a row, or 12 months)
+    assert result["patients_with_visits_not_done"] == 1 and result["lost_to_follow_up"] == []
+    later = analytics.follow_up_completeness(engine, as_of=date(2026, 1, 6))
+    (lost,) = later["lost_to_follow_up"]
+    assert (lost["months_since_contact"], lost["last_contact"], lost["visits_not_done"]) == (12, "2025-01-06", 1)
+    assert lost["reasons"] == ["no contact for 12 months (rule: 12)"]
+    assert analytics.follow_up_completeness(engine, as_of=date(2026, 1, 5))["lost_to_follow_up"] == []
+
+
+def _visit(db: Any, patient: m.Patient, due: date, status: str = "scheduled", done: date | None = None) -> None:
+    db.add(m.FollowupVisit(patient_id=patient.id, label=f"v{due}", due_on=due, window_start=due - timedelta(days=3),
+                           window_end=due + timedelta(days=3), status=status, completed_on=done))
+
+
+def test_visit_states_on_a_date_and_trailing_run(engine: Any) -> None:
+    """Stored 'scheduled' visits are classified by their window on the day of the report, so a visit
+    nobody marked missed still counts as not done once its window has closed."""
+    with transaction(engine) as db:
+        a, b = _patient(db, 1), _patient(db, 2)
+        _procedure(db, a, "microfat", True, "malar")
+        _procedure(db, b, "microfat", True, "malar")
+        _visit(db, a, date(2025, 1, 13), "completed", date(2025, 1, 13))
+        _visit(db, a, date(2025, 2, 6))  # window closed on 1 Apr: not done
+        _visit(db, a, date(2025, 3, 31))  # due on 1 Apr (window 28 Mar - 3 Apr)
+        _visit(db, a, date(2025, 7, 6))  # upcoming
+        _visit(db, b, date(2025, 1, 13), "missed")
+        _visit(db, b, date(2025, 2, 6))  # not done → the last two visits of b were not done
+        _visit(db, b, date(2025, 3, 31), "cancelled")
+    r = analytics.follow_up_completeness(engine, as_of=date(2025, 4, 1))
+    assert r["visits"] == {"completed": 1, "scheduled": 4, "missed": 1, "cancelled": 1}
+    assert r["visit_states"] == {"completed": 1, "window_closed_not_done": 2, "due": 1, "upcoming": 1,
+                                 "missed": 1, "cancelled": 1}
+    assert r["patients_with_missed_visits"] == 1 and r["patients_with_visits_not_done"] == 2
+    lost = {row["patient_id"]: row for row in r["lost_to_follow_up"]}
+    assert set(lost) == {b.id}  # a's single gap follows a completed visit
+    assert lost[b.id]["reasons"] == ["last 2 visits not done (rule: 2)"]
+
+
+def test_durability_keeps_patients_without_follow_up(engine: Any) -> None:
+    """A patient never seen after the first course is censored at day 0 and still counted in n."""
+    with transaction(engine) as db:
+        a, b = _patient(db, 1), _patient(db, 2)
+        _procedure(db, a, "prp", True, "scalp")
+        _procedure(db, a, "prp", True, "scalp", at=T0 + timedelta(days=100))
+        _procedure(db, b, "prp", True, "scalp")
+        c = _patient(db, 3)
+        _procedure(db, c, "prp", True, "scalp")
+        db.add(m.Observation(patient_id=c.id, code="wsrs", value=2, observed_at=T0 + timedelta(days=150)))
+    result = analytics.durability(engine)
+    (group,) = result["groups"]
+    assert result["n"] == 3 and (group["n"], group["events"]) == (3, 1)
+    frame = analytics.durability_frame(engine)
+    rows = {(float(r.days), int(r.event)): int(r.w) for r in frame.itertuples()}
+    # b: censored at 0; c: censored at the last observation (day 150); a: retreated at day 100
+    assert rows == {(0.0, 0): 1, (100.0, 1): 1, (150.0, 0): 1}

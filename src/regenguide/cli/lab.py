@@ -37,6 +37,20 @@ def _audit(db: Any, action: str, resource: str, resource_id: Any, patient_id: An
                            patient_id=patient_id, payload=payload))
 
 
+def _when(text: str | None, name: str) -> datetime | None:
+    """An ISO date-time with its UTC offset: a time without one would silently be taken as UTC and shift
+    the hold-time clock by the local offset."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"{name}: {text!r} is not an ISO date-time (e.g. 2026-11-22T08:00+01:00)") from None
+    if value.tzinfo is None:
+        raise fail(f"{name}: {text!r} has no UTC offset; give one, e.g. {text}+00:00")
+    return value
+
+
 @app.command("register")
 def register_cmd(
     patient_id: Annotated[int, typer.Option(help="the patient the product is collected from")],
@@ -54,7 +68,7 @@ def register_cmd(
 
     try:
         modality = Modality(product_type)
-        when = datetime.fromisoformat(collected_at) if collected_at else datetime.now().astimezone()
+        when = _when(collected_at, "--collected-at") or datetime.now().astimezone()
         prep = json.loads(preparation.read_text(encoding="utf-8")) if preparation else None
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
@@ -79,6 +93,7 @@ def event_cmd(
                                               "discarded | returned")],
     location: Annotated[str, typer.Option()],
     note: Annotated[str | None, typer.Option()] = None,
+    at: Annotated[str | None, typer.Option(help="ISO time with offset; now when absent")] = None,
 ) -> None:
     """Record a custody event; illegal transitions are refused with the reason."""
     from regenguide.products.custody import EventType
@@ -91,16 +106,40 @@ def event_cmd(
         raise fail(f"unknown event {event!r}") from None
     if kind is EventType.administered:
         raise fail("administration is recorded only through the bedside check (regenguide lab bedside --administer)")
+    when = _when(at, "--at")
 
     def work(db: Any) -> str:
         product = db.get(BiologicProduct, product_id)
         if product is None:
             raise fail(f"no product with id {product_id}")
-        record_event(db, product, kind, at=None, location=location, user_id=None, note=note)
+        record_event(db, product, kind, at=when, location=location, user_id=None, note=note)
         _audit(db, "update", "products", product.id, product.patient_id, {"event": event})
         return str(product.status)
 
     out.print(f"product {product_id} is now {_run(work)}")
+
+
+@app.command("divide")
+def divide_cmd(
+    product_id: Annotated[int, typer.Argument()],
+    count: Annotated[int, typer.Option(help="number of aliquots (1-26)")],
+    location: Annotated[str, typer.Option()],
+    volume_ml: Annotated[list[float] | None, typer.Option(help="volume of each aliquot (repeat per aliquot)")] = None,
+) -> None:
+    """Divide a product into aliquots linked to their parent (the parent is closed as divided)."""
+    from regenguide.services.products import divide_product
+    from regenguide.store.models import BiologicProduct
+
+    def work(db: Any) -> list[tuple[int, str]]:
+        product = db.get(BiologicProduct, product_id)
+        if product is None:
+            raise fail(f"no product with id {product_id}")
+        children = divide_product(db, product, count, location=location, user_id=None, volumes_ml=volume_ml or None)
+        _audit(db, "create", "products", product.id, product.patient_id, {"divide": count})
+        return [(c.id, c.identifier) for c in children]
+
+    for child_id, ident in _run(work):
+        out.print(f"product {child_id} is aliquot {ident} of product {product_id}")
 
 
 @app.command("label")

@@ -375,9 +375,9 @@ def frame_rgb(ds: Dataset, index: int = 0) -> np.ndarray:
     try:
         array = pixel_array(ds, index=index if frames > 1 else None)
     except Exception as exc:  # pixel plugins raise many types; the user needs one clear message
-        raise UnsupportedImageError(
-            f"cannot decode the pixel data ({ds.file_meta.TransferSyntaxUID}): {exc}"
-        ) from None
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID", "no transfer syntax") if meta is not None else "no file meta"
+        raise UnsupportedImageError(f"cannot decode the pixel data ({syntax}): {exc}") from None
     bits = int(ds.get("BitsStored", 8))
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(array, ds)

@@ -334,6 +334,8 @@ def analyse_frame(
     # so the colour-bar search is skipped there (it is the costliest step of a frame).
     bars: list[Box] = []
     found: list[tuple[int, Box]] = []
+    bar_labels: np.ndarray | None = None
+    bar_count = 0
     if source != "color_flow_region":
         # Colour bars are found on a mask closed by one row, because a scale's zero (baseline) row
         # is dark and would split the bar in two squat halves. (Same as a binary closing with a
@@ -352,6 +354,18 @@ def analyse_frame(
     inverted = mode is DopplerMode.color and inverted_votes < 0
     if inverted:
         warnings.append("the colour bar has blue on top: inverted colour map, directions swapped")
+    if area_mask is not None and bar_labels is not None and bar_count:
+        # A coloured shape lying mostly outside the B-mode area is screen graphics (a colour scale the
+        # bar test missed, e.g. a power scale split by its dark baseline, or an icon), even where
+        # the coarse area mask overlaps its edge by a pixel or two: it is left out whole. Flow lies
+        # inside the B-mode image (the area's holes are filled), so a vessel is never dropped here.
+        inside = np.bincount(bar_labels[analysed], minlength=bar_count + 1)
+        total = np.bincount(bar_labels.ravel(), minlength=bar_count + 1)
+        outside = inside * 2 < total
+        outside[0] = False
+        straddling = outside[bar_labels] & analysed
+        if straddling.any():
+            analysed &= ~straddling
     flow = coloured & analysed
     # Blobs below the minimum area are noise (isolated chroma errors of lossy compression), not flow.
     labels, count = ndimage.label(flow, structure=structure)

@@ -2,7 +2,8 @@
 
 Only patients who consented to research use are exported. Direct identifiers (record number,
 names, birth date, contact) are never read. Every patient gets a pseudonymous id (HMAC-SHA256 of the
-internal id under a per-export secret, so ids cannot be linked across exports or reversed) and one
+internal id under a per-export secret, so ids cannot be linked across exports or reversed), and so
+does every procedure (internal row ids are record numbers) and one
 date shift of 1–364 days, applied to all of that patient's dates so intervals are preserved. Ages
 above 89 are grouped as "90+". Free-text fields (notes, descriptions, imaging findings) and images
 (photographs, DICOM pixel data) are excluded. Output: CSV and Parquet per table, a REDCap data
@@ -39,6 +40,11 @@ class ResearchExport:
 
 def pseudonym(secret: bytes, patient_id: int) -> str:
     return hmac.new(secret, f"patient:{patient_id}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def procedure_pseudonym(secret: bytes, procedure_id: int) -> str:
+    """Pseudonymous procedure id: internal row ids are record numbers (Safe Harbor identifier (R))."""
+    return hmac.new(secret, f"procedure:{procedure_id}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def date_shift_days(secret: bytes, patient_id: int) -> int:
@@ -93,7 +99,10 @@ def build_export(engine: Engine, *, secret: bytes | None = None, as_of: date | N
         dict(zip(first_proc["patient_id"], pd.to_datetime(first_proc["performed_at"], utc=True).dt.date, strict=True))
     ).fillna(as_of)
     birth = pd.to_datetime(patients["birth_date"])
-    ages = (pd.to_datetime(ref_dates) - birth).dt.days / 365.25
+    ref = pd.to_datetime(ref_dates)
+    # completed years on the calendar (a 365.25-day year would call some 90th birthdays 89)
+    before_birthday = (ref.dt.month < birth.dt.month) | ((ref.dt.month == birth.dt.month) & (ref.dt.day < birth.dt.day))
+    ages = (ref.dt.year - birth.dt.year - before_birthday.astype(int)).astype(float)
     out_patients = pd.DataFrame(
         {
             "patient_id": patients["patient_id"],
@@ -155,6 +164,9 @@ def build_export(engine: Engine, *, secret: bytes | None = None, as_of: date | N
     )
     for df in tables.values():
         df.insert(0, "record_id", df.pop("patient_id").map(pseudo))
+        if "procedure_id" in df:
+            ids_ = df["procedure_id"]
+            df["procedure_id"] = [None if pd.isna(x) else procedure_pseudonym(secret, int(x)) for x in ids_]
     return ResearchExport(tables=tables, patients=len(ids))
 
 
@@ -211,7 +223,14 @@ def redcap_records(export: ResearchExport) -> pd.DataFrame:
         rep.insert(1, "redcap_repeat_instrument", form)
         rep.insert(2, "redcap_repeat_instance", rep.groupby("record_id").cumcount() + 1)
         frames.append(rep)
-    return pd.concat(frames, ignore_index=True, sort=False)
+    records = pd.concat(frames, ignore_index=True, sort=False)
+    # REDCap `yesno` fields import as 1/0, not True/False.
+    for form, df in export.tables.items():
+        for col in df.columns:
+            if pd.api.types.is_bool_dtype(df[col]):
+                name = col if form == "patients" else f"{form}_{col}"
+                records[name] = records[name].map({True: 1, False: 0}).astype("Int64")
+    return records
 
 
 # --- FHIR NDJSON --------------------------------------------------------------------------------

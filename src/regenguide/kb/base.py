@@ -10,6 +10,7 @@ precomputed here so that a check is a handful of dict look-ups per injection.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -88,7 +89,18 @@ class KnowledgeBase:
         return self.indications[canonical] if canonical else None
 
     def medication_classes(self, name: str) -> frozenset[str]:
-        return self.medication_class_of.get(_norm(name), frozenset())
+        """Classes of a medication as written by a clinician: the whole name ("warfarin"), or any word or
+        pair of adjacent words in it ("Warfarin 5 mg", "Eliquis (apixaban) 5 mg bid", "acetylsalicylic acid
+        100 mg")."""
+        whole = self.medication_class_of.get(_norm(name))
+        if whole is not None:
+            return whole
+        words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
+        keys = [*words, *(f"{a}_{b}" for a, b in zip(words, words[1:], strict=False))]
+        found: set[str] = set()
+        for key in keys:
+            found |= self.medication_class_of.get(key, frozenset())
+        return frozenset(found)
 
     # --- CLI / API views -------------------------------------------------------------------------------
     def topics(self) -> list[str]:

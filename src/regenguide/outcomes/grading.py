@@ -219,6 +219,12 @@ def icans_grade(
         raise _fail(
             "icans_astct", "ice_score", "required unless the patient is unarousable", "0-10, or the five ICE items"
         )
+    if ice is not None and ice > 0 and consciousness == "unarousable":
+        raise _fail(
+            "icans_astct",
+            "ice_score",
+            f"an unarousable patient cannot perform the ICE assessment (got {ice}); leave it empty or give 0",
+        )
     domains = {
         "ice": ice_domain_grade(ice) if ice is not None else 4,
         "consciousness": _CONSCIOUSNESS[consciousness],

@@ -7,6 +7,7 @@ from regenguide.products.bedside import (
     ConsentStatus,
     Refusal,
     RefusalCode,
+    refuse_unidentified,
     verify_bedside,
 )
 from regenguide.products.custody import (
@@ -94,6 +95,7 @@ __all__ = [
     "rcf_from_rpm",
     "recall",
     "recall_csv",
+    "refuse_unidentified",
     "replay",
     "snapshot_from_log",
     "svf_metrics",

@@ -21,6 +21,7 @@ from regenguide.products.din import IdentifierError, parse_identifier
 class RefusalCode(StrEnum):
     identifier_malformed = "identifier_malformed"
     identifier_check_char_wrong = "identifier_check_char_wrong"
+    unknown_product = "unknown_product"  # no registered product has the scanned identifier
     wrong_product = "wrong_product"  # the scanned product is not the product selected for this step
     division_unconfirmed = "division_unconfirmed"  # an aliquot was scanned by its DIN only
     patient_mismatch = "patient_mismatch"  # the scanned patient is not the patient being treated
@@ -87,6 +88,42 @@ class BedsideVerification(BaseModel):
 _RELEASED = {ProductStatus.released, ProductStatus.issued}
 
 
+def refuse_unidentified(
+    scanned_patient_id: str, scanned_product_id: str, patient_id: str, now: datetime
+) -> BedsideVerification:
+    """The refusal when the scanned product cannot be matched to any product record: the identifier is
+    malformed, its check character is wrong, or no product has it. Returned (not raised) so the caller
+    records it like every other refusal."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    text = scanned_product_id.strip().partition("/")[0]
+    try:
+        ident, _ = parse_identifier(text)
+    except IdentifierError as exc:
+        code = (
+            RefusalCode.identifier_check_char_wrong
+            if exc.code == "check_char_wrong"
+            else RefusalCode.identifier_malformed
+        )
+        refusal = Refusal(code=code, message=str(exc))
+    else:
+        refusal = Refusal(
+            code=RefusalCode.unknown_product,
+            message=f"no registered product has the identifier {scanned_product_id.strip()!r} "
+            f"({ident.eye_readable()}): DO NOT ADMINISTER",
+        )
+    return BedsideVerification(
+        ok=False,
+        refusals=[refusal],
+        checked_at=now,
+        scanned_patient_id=scanned_patient_id,
+        scanned_product_id=scanned_product_id,
+        product_key="",
+        patient_id=patient_id,
+        check_char_verified=False,
+    )
+
+
 def verify_bedside(
     scanned_patient_id: str,
     scanned_product_id: str,
@@ -95,10 +132,16 @@ def verify_bedside(
     plan_signed: bool,
     consent: ConsentStatus,
     now: datetime,
+    patient_key: str | None = None,
 ) -> BedsideVerification:
     """Check that the scanned product is this product, belongs to the scanned patient who is the patient
     being treated, is released, not expired, not administered or quarantined, that the plan is signed
-    and consent valid on `now`'s date. `now` must be timezone-aware."""
+    and consent valid on `now`'s date. `now` must be timezone-aware.
+
+    `patient_id` is what the wristband carries (the record number) and is compared with the scan.
+    `patient_key` is the globally unique key of the patient being treated that `product.patient_id`
+    holds (defaults to `patient_id`); pass it when record numbers are unique only within a site, so two
+    patients of different sites with the same record number are never taken for one."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     refusals: list[Refusal] = []
@@ -143,7 +186,7 @@ def verify_bedside(
             RefusalCode.patient_mismatch,
             f"scanned patient {scanned_patient!r} is not the patient being treated ({patient_id!r})",
         )
-    if product.patient_id != patient_id.strip():
+    if product.patient_id != (patient_key if patient_key is not None else patient_id.strip()):
         refuse(
             RefusalCode.wrong_patient,
             f"product {product.key} was collected from another patient than {patient_id!r}: DO NOT ADMINISTER",

@@ -26,6 +26,7 @@ from regenguide.products.preparation import (
 )
 from regenguide.products.recall import AdministrationRecord
 
+BASE_URL = "https://regenguide.example.org/fhir"  # fullUrl base, as in the patient bundle
 XVER_EXPIRATION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-BiologicallyDerivedProduct.expirationDate"
 PRODUCT_TYPE_SYSTEM = "urn:regenguide:product-type"
 AVAILABLE = {ProductStatus.released, ProductStatus.issued, ProductStatus.returned}

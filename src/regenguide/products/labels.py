@@ -23,7 +23,7 @@ from reportlab.pdfgen import canvas
 
 from regenguide.domain.plan import Modality
 from regenguide.products.custody import ProductSnapshot
-from regenguide.products.din import IdScheme, ProductIdentifier
+from regenguide.products.din import IdScheme, ProductIdentifier, is_type3_flag
 
 AUTOLOGOUS_TEXT = "FOR AUTOLOGOUS USE ONLY"  # cfr-1271-90 (wording unverified)
 LABEL_W_MM = 100.0
@@ -107,6 +107,14 @@ def _lines(label: LabelData) -> list[tuple[str, str]]:
     return rows
 
 
+def printed_flags(ident: ProductIdentifier) -> str | None:
+    """The flag characters printed (rotated) after the eye-readable DIN, or None: local identifiers have
+    no flags, and type-3 flags (60 + the check value) are barcode-only, never printed (iccbba-st001)."""
+    if ident.scheme is not IdScheme.isbt128 or is_type3_flag(ident.flags):
+        return None
+    return ident.flags
+
+
 def label_height_mm(label: LabelData) -> float:
     return LABEL_H_MM + (ALIQUOT_ROW_MM if label.identifier.division != "00" else 0.0)
 
@@ -150,12 +158,13 @@ def render_label_pdf(label: LabelData) -> bytes:
     text = ident.eye_readable()
     c.drawString(5 * mm, y, text)
     x = 5 * mm + c.stringWidth(text, "Helvetica-Bold", 13) + 1.5 * mm
-    if ident.scheme is IdScheme.isbt128:
+    flags = printed_flags(ident)
+    if flags is not None:
         c.saveState()
         c.setFont("Helvetica", 7)
         c.translate(x + 2 * mm, y)
         c.rotate(90)  # flags printed rotated 90° (US eye-readable format, iccbba-st001)
-        c.drawString(0, 0, ident.flags)
+        c.drawString(0, 0, flags)
         c.restoreState()
         x += 4 * mm
     c.rect(x, y - 1.2 * mm, 5 * mm, 6 * mm, stroke=1, fill=0)
@@ -233,11 +242,12 @@ def render_label_png(label: LabelData, dpi: int = 300) -> bytes:
     text = ident.eye_readable()
     draw.text((round(5 * px_per_mm), y), text, fill=0, font=f_id)
     x = round(5 * px_per_mm) + round(draw.textlength(text, font=f_id)) + round(1.5 * px_per_mm)
-    if ident.scheme is IdScheme.isbt128:
+    flags = printed_flags(ident)
+    if flags is not None:
         f_flag = font(7)
-        tw = round(draw.textlength(ident.flags, font=f_flag)) + 2
+        tw = round(draw.textlength(flags, font=f_flag)) + 2
         flag = Image.new("L", (tw, round(7 / 72 * dpi) + 4), 255)
-        ImageDraw.Draw(flag).text((1, 0), ident.flags, fill=0, font=f_flag)
+        ImageDraw.Draw(flag).text((1, 0), flags, fill=0, font=f_flag)
         img.paste(flag.rotate(90, expand=True), (x, y))
         x += round(4 * px_per_mm)
     box = round(5 * px_per_mm)

@@ -11,7 +11,8 @@ Definitions (also in docs/analytics.md):
   *landmark* means none;
 - *retreatment* is the start of a new course (a procedure with session_number 1) of the same modality
   in the same patient after the first; time is counted from the first course start and censored at
-  the patient's last contact (last procedure, completed visit or observation);
+  the patient's last contact (last procedure, completed visit or observation); a patient without
+  any contact after the first course is censored at day 0 and still counted;
 - *change from baseline* pairs each patient's first and last value of an instrument.
 """
 
@@ -20,11 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from typing import Any, Literal
 
 import pandas as pd
 from scipy import stats
-from sqlalchemy import Connection, Engine, and_, case, distinct, func, literal, select
+from sqlalchemy import Connection, Engine, and_, case, distinct, func, literal, or_, select
 
 from regenguide.evidence.registry import logistic_regression, mantel_haenszel_rr, risk_ratio, wilson_table
 from regenguide.evidence.survival import kaplan_meier
@@ -247,14 +249,19 @@ def durability_frame(engine: Bind, where: list[Any] | None = None) -> pd.DataFra
         select(m.FollowupVisit.patient_id.label("patient_id"), func.max(m.FollowupVisit.completed_on).label("last_on"))
         .where(m.FollowupVisit.completed_on.is_not(None)).group_by(m.FollowupVisit.patient_id).subquery("visits")
     )
+    observed = (
+        select(m.Observation.patient_id.label("patient_id"), func.max(m.Observation.observed_at).label("last_obs"))
+        .group_by(m.Observation.patient_id).subquery("observed")
+    )
     stmt = (
         select(first.c.patient_id, first.c.modality, first.c.performed_at.label("start"),
-               second.c.performed_at.label("retreated"), contact.c.last_at, visits.c.last_on)
+               second.c.performed_at.label("retreated"), contact.c.last_at, visits.c.last_on, observed.c.last_obs)
         .select_from(first)
         .outerjoin(second, and_(second.c.patient_id == first.c.patient_id, second.c.modality == first.c.modality,
                                 second.c.k == 2))
         .join(contact, contact.c.patient_id == first.c.patient_id)
         .outerjoin(visits, visits.c.patient_id == first.c.patient_id)
+        .outerjoin(observed, observed.c.patient_id == first.c.patient_id)
         .where(first.c.k == 1)
     )
     frame = _frame(engine, stmt)
@@ -262,14 +269,15 @@ def durability_frame(engine: Bind, where: list[Any] | None = None) -> pd.DataFra
         return pd.DataFrame({"days": [], "event": [], "modality": [], "w": []})
     start = pd.to_datetime(frame["start"], utc=True)
     retreated = pd.to_datetime(frame["retreated"], utc=True)
-    last = pd.concat([pd.to_datetime(frame["last_at"], utc=True),
-                      pd.to_datetime(frame["last_on"], utc=True)], axis=1).max(axis=1)
+    last = pd.concat([pd.to_datetime(frame["last_at"], utc=True), pd.to_datetime(frame["last_on"], utc=True),
+                      pd.to_datetime(frame["last_obs"], utc=True)], axis=1).max(axis=1)
     event = retreated.notna()
     end = retreated.where(event, last)
     days = ((end - start).dt.total_seconds() / 86400.0).clip(lower=0.0)
     grouped = pd.DataFrame({"days": days.round(0), "event": event.astype(int), "modality": frame["modality"]})
-    grouped = grouped.groupby(["days", "event", "modality"]).size().reset_index(name="w")
-    return grouped[grouped["days"] > 0].reset_index(drop=True)
+    # Patients with no follow-up after the first course stay in, censored at day 0: they count in n
+    # (complete cohort) and add nothing to the curve.
+    return grouped.groupby(["days", "event", "modality"]).size().reset_index(name="w")
 
 
 def durability(engine: Bind, level: float = 0.95, where: list[Any] | None = None) -> dict[str, Any]:
@@ -287,9 +295,10 @@ def change_from_baseline(engine: Bind, code: str, level: float = 0.95) -> dict[s
     ranked = (
         select(m.Observation.patient_id, m.Observation.value,
                func.row_number().over(partition_by=m.Observation.patient_id,
-                                      order_by=m.Observation.observed_at).label("first_k"),
+                                      order_by=(m.Observation.observed_at, m.Observation.id)).label("first_k"),
                func.row_number().over(partition_by=m.Observation.patient_id,
-                                      order_by=m.Observation.observed_at.desc()).label("last_k"))
+                                      order_by=(m.Observation.observed_at.desc(), m.Observation.id.desc())
+                                      ).label("last_k"))
         .where(m.Observation.code == code, m.Observation.value.is_not(None))
         .subquery("ranked")
     )
@@ -315,17 +324,93 @@ def change_from_baseline(engine: Bind, code: str, level: float = 0.95) -> dict[s
             "ci_low": mean - half, "ci_high": mean + half, "t": t, "p": p, "level": level}
 
 
-def follow_up_completeness(engine: Bind, where: list[Any] | None = None) -> dict[str, Any]:
-    """Visits by status, so reports show losses to follow-up instead of dropping them."""
+def follow_up_completeness(engine: Bind, where: list[Any] | None = None, as_of: date | None = None) -> dict[str, Any]:
+    """Follow-up visits and patients, so reports show losses to follow-up instead of dropping them.
+
+    `visits` counts the stored status; `visit_states` the state on `as_of` (default today), so a
+    visit still marked *scheduled* whose window has closed shows as `window_closed_not_done` instead
+    of hiding among the scheduled ones. `lost_to_follow_up` lists every patient (internal registry id,
+    no name) meeting the knowledge base's lost-to-follow-up rule (`regenguide.outcomes.schedule`,
+    expert opinion): the last `consecutive_missed` visits not done, or a visit not done and no contact
+    (completed visit or procedure) for `no_contact_months`. A visit counts as not done when marked
+    missed or when its window has closed without completion (the template's grace period is not
+    stored with the visit, so this can flag a visit that is still in its grace period)."""
+    from regenguide.outcomes.schedule import lost_to_follow_up_rule
+
+    rule = lost_to_follow_up_rule()
+    as_of = as_of or date.today()
     cohort = select(m.Procedure.id).where(*(where or []))
     in_cohort = m.FollowupVisit.procedure_id.in_(cohort) if where else literal(True)
-    stmt = select(m.FollowupVisit.status, func.count().label("n")).where(in_cohort).group_by(m.FollowupVisit.status)
+    v = m.FollowupVisit
+    stmt = select(v.status, func.count().label("n")).where(in_cohort).group_by(v.status)
     frame = _frame(engine, stmt)
-    counts = {str(k): int(v) for k, v in zip(frame["status"], frame["n"], strict=True)} if not frame.empty else {}
-    lost = select(func.count(distinct(m.FollowupVisit.patient_id))).where(m.FollowupVisit.status == "missed", in_cohort)
+    counts = {str(k): int(n) for k, n in zip(frame["status"], frame["n"], strict=True)} if not frame.empty else {}
+    scheduled = v.status == "scheduled"
+    state = case(
+        (and_(scheduled, v.window_end < as_of), literal("window_closed_not_done")),
+        (and_(scheduled, v.window_start > as_of), literal("upcoming")),
+        (scheduled, literal("due")),
+        else_=v.status,
+    ).label("state")
+    states = _frame(engine, select(state, func.count().label("n")).where(in_cohort).group_by(state))
+    visit_states = (
+        {str(k): int(n) for k, n in zip(states["state"], states["n"], strict=True)} if not states.empty else {}
+    )
+    not_done = or_(v.status == "missed", and_(scheduled, v.window_end < as_of))
+    lost = select(func.count(distinct(v.patient_id))).where(v.status == "missed", in_cohort)
     treated = select(func.count(distinct(m.Procedure.patient_id))).where(*(where or []))
     with connect(engine) as conn:
         missed_patients = int(conn.execute(lost).scalar_one())
         treated_patients = int(conn.execute(treated).scalar_one())
-    return {"visits": counts, "treated_patients": treated_patients, "patients_with_missed_visits": missed_patients}
-
+    # Per patient, in SQL: visits not done, those after the last completed visit (the trailing run),
+    # and the last contact.
+    done = (
+        select(v.patient_id.label("patient_id"), func.max(v.due_on).label("last_done_due"),
+               func.max(v.completed_on).label("last_on"))
+        .where(v.status == "completed").group_by(v.patient_id).subquery("done")
+    )
+    trailing = case((or_(done.c.last_done_due.is_(None), v.due_on > done.c.last_done_due), 1), else_=0)
+    gaps = (
+        select(v.patient_id.label("patient_id"), func.count().label("not_done"),
+               func.sum(trailing).label("run"), func.max(done.c.last_on).label("last_on"))
+        .select_from(v).outerjoin(done, done.c.patient_id == v.patient_id)
+        .where(not_done, in_cohort).group_by(v.patient_id).subquery("gaps")
+    )
+    proc_contact = (
+        select(m.Procedure.patient_id.label("patient_id"), func.max(m.Procedure.performed_at).label("last_at"),
+               func.min(m.Procedure.modality).label("modality"))
+        .where(*(where or [])).group_by(m.Procedure.patient_id).subquery("pc")
+    )
+    rows = _frame(
+        engine,
+        select(gaps.c.patient_id, proc_contact.c.modality, gaps.c.not_done, gaps.c.run, gaps.c.last_on,
+               proc_contact.c.last_at)
+        .select_from(gaps).join(proc_contact, proc_contact.c.patient_id == gaps.c.patient_id)
+        .order_by(gaps.c.patient_id),
+    )
+    lost_rows: list[dict[str, Any]] = []
+    if not rows.empty:
+        last = pd.concat([pd.to_datetime(rows["last_at"], utc=True).dt.tz_localize(None).dt.normalize(),
+                          pd.to_datetime(rows["last_on"])], axis=1).max(axis=1)
+        # whole calendar months from the last contact to as_of (as relativedelta counts them)
+        months = ((as_of.year - last.dt.year) * 12 + as_of.month - last.dt.month
+                  - (as_of.day < last.dt.day).astype(int))
+        last = last.dt.date
+        run_hit = rows["run"].astype(int) >= rule.consecutive_missed
+        silent = months >= rule.no_contact_months
+        rows = rows.assign(last_contact=last, months_since_contact=months, run_hit=run_hit, silent=silent)
+        for r in rows[run_hit | silent].to_dict("records"):
+            reasons = []
+            if r["run_hit"]:
+                reasons.append(f"last {int(r['run'])} visits not done (rule: {rule.consecutive_missed})")
+            if r["silent"]:
+                reasons.append(f"no contact for {int(r['months_since_contact'])} months "
+                               f"(rule: {rule.no_contact_months})")
+            lost_rows.append({"patient_id": int(r["patient_id"]), "modality": r["modality"],
+                              "visits_not_done": int(r["not_done"]), "last_contact": r["last_contact"].isoformat(),
+                              "months_since_contact": int(r["months_since_contact"]), "reasons": reasons})
+    return {"visits": counts, "visit_states": visit_states, "as_of": as_of.isoformat(),
+            "treated_patients": treated_patients, "patients_with_missed_visits": missed_patients,
+            "patients_with_visits_not_done": int(rows.shape[0]), "lost_to_follow_up": lost_rows,
+            "lost_rule": {"consecutive_missed": rule.consecutive_missed, "no_contact_months": rule.no_contact_months,
+                          "evidence": rule.evidence.value}}

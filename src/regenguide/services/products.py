@@ -8,16 +8,18 @@ status and a machine code) for anything the caller must refuse.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from regenguide.domain.plan import Modality
-from regenguide.products.bedside import BedsideVerification, ConsentStatus, verify_bedside
+from regenguide.products.bedside import BedsideVerification, ConsentStatus, refuse_unidentified, verify_bedside
 from regenguide.products.custody import (
     CustodyEvent as CustodyEventModel,
 )
@@ -28,6 +30,7 @@ from regenguide.products.custody import (
     ProductStatus,
     apply_event,
     compute_expiry,
+    release_blockers,
 )
 from regenguide.products.din import IdentifierError, IdScheme, ProductIdentifier, divide, new_local_id, parse_identifier
 from regenguide.products.labels import label_from_snapshot, render_label_pdf, render_label_png
@@ -39,6 +42,7 @@ from regenguide.products.preparation import (
     SvfPreparation,
     parse_preparation,
 )
+from regenguide.products.rules import HoldTime, load_facility_hold_times, load_hold_times
 from regenguide.store import models as m
 
 
@@ -100,13 +104,30 @@ def _event_models(product: m.BiologicProduct, rows: list[m.CustodyEvent]) -> lis
     ]
 
 
+HOLD_TIMES_ENV = "REGENGUIDE_HOLD_TIMES_FILE"
+
+
+def hold_times() -> dict[Modality, HoldTime]:
+    """The hold-time table in force: the bundled one (kb/data/products/hold_times.yaml), overridden by
+    the facility's own file (same schema; citations may be ``facility-sop:<document>``) when there is
+    one: the file named by ``REGENGUIDE_HOLD_TIMES_FILE``, else ``hold_times.yaml`` in the data folder.
+    A malformed facility file fails loudly (KnowledgeBaseError) rather than silently using no limit."""
+    env = os.environ.get(HOLD_TIMES_ENV)
+    if env:
+        return load_facility_hold_times(Path(env))
+    from regenguide.config import get_settings
+
+    path = get_settings().data_dir / "hold_times.yaml"
+    return load_facility_hold_times(path) if path.is_file() else load_hold_times()
+
+
 def _refresh_expiry(db: Session, product: m.BiologicProduct) -> None:
     events = _event_models(product, _events(db, product))
     thawed = None
     thaw = (product.preparation or {}).get("thaw")
     if thaw and thaw.get("thawed_at"):
         thawed = datetime.fromisoformat(thaw["thawed_at"])
-    expiry = compute_expiry(product.product_type, events, thawed_at=thawed)
+    expiry = compute_expiry(product.product_type, events, thawed_at=thawed, hold_times=hold_times())
     product.expires_at = expiry.expires_at
     product.expiry_basis = expiry.reason[:200]
 
@@ -196,6 +217,14 @@ def record_event(
         raise ProductError(
             409, "illegal_transition", str(exc), current_status=product.status, event=event.value
         ) from None
+    if event in (EventType.qc_passed, EventType.released) and product.preparation:
+        blockers = release_blockers(parse_preparation(product.preparation))
+        if blockers:
+            raise ProductError(
+                409, "release_blocked",
+                f"cannot record '{event.value}': " + "; ".join(blockers) + " (record 'qc_failed' or wait for the "
+                "result)", blockers=blockers, current_status=product.status, event=event.value,
+            )
     last = _events(db, product)
     if last and at < _aware(last[-1].at):
         raise ProductError(422, "at", f"at: {at.isoformat()} is before the last custody event ({last[-1].at})")
@@ -214,7 +243,8 @@ def snapshot(db: Session, product: m.BiologicProduct) -> ProductSnapshot:
     assert donor is not None
     lots = list(product.lots)
     return ProductSnapshot(
-        identifier=identifier_of(product), product_type=Modality(product.product_type), patient_id=donor.mrn,
+        # The database id: record numbers are unique only within a site (bedside passes patient_key).
+        identifier=identifier_of(product), product_type=Modality(product.product_type), patient_id=str(donor.id),
         status=ProductStatus(product.status), autologous=product.autologous,
         collected_at=_aware(product.collected_at),
         expires_at=_aware(product.expires_at) if product.expires_at else None, volume_ml=product.volume_ml or None,
@@ -283,34 +313,52 @@ def bedside(
     if patient is None:
         raise ProductError(422, "patient_id", f"patient_id: no patient with id {patient_id}")
     product = db.get(m.BiologicProduct, product_id) if product_id is not None else None
+    if product is None and product_id is not None:
+        raise ProductError(404, "product_id", f"product_id: no product with id {product_id}")
     if product is None:
         try:
-            ident, _ = parse_identifier(scanned_product.partition("/")[0])
-            key = ident.key + (f"/{scanned_product.partition('/')[2]}" if "/" in scanned_product else "")
+            text, _, division = scanned_product.strip().partition("/")
+            ident, _ = parse_identifier(text)
+            key = ident.key + (f"/{division.strip()}" if division.strip() else "")
             stmt = select(m.BiologicProduct).where(m.BiologicProduct.identifier == key)
             product = db.execute(stmt).scalar_one_or_none()
         except IdentifierError:
             product = None
     if product is None:
-        raise ProductError(404, "product", f"no product matches {scanned_product!r}" if product_id is None
-                           else f"product_id: no product with id {product_id}")
-    plan = db.get(m.TreatmentPlan, product.plan_id) if product.plan_id else None
-    verification = verify_bedside(
-        scanned_patient, scanned_product, snapshot(db, product), patient.mrn,
-        plan_signed=plan is not None and plan.status == "signed",
-        consent=consent_status(db, patient.id, product.plan_id), now=now,
-    )
+        # Nothing to compare with: still a refusal, recorded like every other one.
+        verification = refuse_unidentified(scanned_patient, scanned_product, patient.mrn, now)
+    else:
+        plan = db.get(m.TreatmentPlan, product.plan_id) if product.plan_id else None
+        verification = verify_bedside(
+            scanned_patient, scanned_product, snapshot(db, product), patient.mrn,
+            plan_signed=plan is not None and plan.status == "signed",
+            consent=consent_status(db, patient.id, product.plan_id), now=now, patient_key=str(patient.id),
+        )
     check = m.BedsideCheck(
-        patient_id=patient.id, product_id=product.id, scanned_patient=scanned_patient[:64],
+        patient_id=patient.id, product_id=product.id if product else None, scanned_patient=scanned_patient[:64],
         scanned_product=scanned_product[:64], accepted=verification.ok,
         reasons=[r.model_dump(mode="json") for r in verification.refusals], user_id=user_id, at=now,
     )
     db.add(check)
     db.flush()
-    if verification.ok and administer:
+    if verification.ok and administer and product is not None:
         record_event(db, product, EventType.administered, at=now, location=location, user_id=user_id,
                      note=f"bedside check {check.id}")
     return verification, check
+
+
+def _recall_key(text: str) -> str:
+    """The product key to recall from what was typed or scanned: a DIN (with or without spaces or its
+    check character), the ISBT 128 barcode data, a local id, optionally ``/division``. A keyed check
+    character that does not match is refused rather than silently recalling nothing."""
+    head, _, division = text.strip().partition("/")
+    try:
+        ident, _ = parse_identifier(head)
+    except IdentifierError as exc:
+        if exc.code == "check_char_wrong":
+            raise ProductError(422, "product", f"product: {exc}") from None
+        return text.strip().upper()
+    return ident.key + (f"/{division.strip()}" if division.strip() else "")
 
 
 def recall_rows(
@@ -322,14 +370,17 @@ def recall_rows(
         raise ProductError(422, "criteria", "give product, kit_lot or reagent_lot")
     conditions = []
     if product:
-        key = product.strip().upper()
+        key = _recall_key(product)
         conditions += [m.BiologicProduct.identifier == key, m.BiologicProduct.identifier.like(key + "/%")]
+    # Lot numbers match exactly after trimming, ignoring case (as `regenguide.products.recall.recall`).
     if kit_lot:
         conditions.append(m.BiologicProduct.id.in_(
-            select(m.ProductLot.product_id).where(m.ProductLot.kind == "kit", m.ProductLot.lot == kit_lot.strip())))
+            select(m.ProductLot.product_id).where(m.ProductLot.kind == "kit",
+                                                  func.upper(m.ProductLot.lot) == kit_lot.strip().upper())))
     if reagent_lot:
         conditions.append(m.BiologicProduct.id.in_(
-            select(m.ProductLot.product_id).where(m.ProductLot.kind != "kit", m.ProductLot.lot == reagent_lot.strip())))
+            select(m.ProductLot.product_id).where(m.ProductLot.kind != "kit",
+                                                  func.upper(m.ProductLot.lot) == reagent_lot.strip().upper())))
     stmt = (
         select(m.CustodyEvent.id, m.CustodyEvent.at, m.BiologicProduct.identifier, m.BiologicProduct.product_type,
                m.BiologicProduct.kit_lot, m.BiologicProduct.id.label("product_id"), m.Patient.id.label("patient_id"),
@@ -359,6 +410,39 @@ def recall_rows(
     ]
 
 
+def product_fhir_bundle(db: Session, product: m.BiologicProduct) -> dict[str, Any]:
+    """FHIR R4 (R4B models) collection Bundle: the product as BiologicallyDerivedProduct (with its
+    preparation as processing steps) and each of its administrations as a Procedure whose subject is the
+    product's source patient (`administration_to_fhir` refuses a mismatch)."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    from regenguide.products.fhir import BASE_URL, administration_to_fhir, product_to_fhir
+    from regenguide.products.recall import AdministrationRecord
+
+    snap = snapshot(db, product)
+    prep = parse_preparation(product.preparation) if product.preparation else None
+    resources: list[Any] = [product_to_fhir(snap, prep)]
+    for row in _events(db, product):
+        if row.event_type != EventType.administered.value:
+            continue
+        user = db.get(m.User, row.user_id) if row.user_id is not None else None
+        record = AdministrationRecord(
+            administration_id=f"custody-{row.id}", product_key=snap.key, product_type=snap.product_type,
+            patient_id=snap.patient_id, administered_at=_aware(row.at),
+            performer=(user.username if user else None) or "unrecorded", region=row.location or None,
+            volume_ml=product.volume_ml or None,
+        )
+        resources.append(administration_to_fhir(record, snap))
+    bundle = Bundle.model_validate({
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [
+            {"fullUrl": f"{BASE_URL}/{r.get_resource_type()}/{r.id}", "resource": r.model_dump(mode="json")}
+            for r in resources
+        ],
+    })
+    return bundle.model_dump(mode="json", exclude_none=True)
+
+
 def label(db: Session, product: m.BiologicProduct, fmt: str) -> bytes:
     patient = db.get(m.Patient, product.patient_id)
     assert patient is not None
@@ -371,6 +455,6 @@ def label(db: Session, product: m.BiologicProduct, fmt: str) -> bytes:
 
 
 __all__ = [
-    "IdScheme", "NewProduct", "ProductError", "bedside", "divide_product", "label", "recall_rows", "record_event",
-    "register_product", "snapshot",
+    "IdScheme", "NewProduct", "ProductError", "bedside", "divide_product", "label", "product_fhir_bundle",
+    "recall_rows", "record_event", "register_product", "snapshot",
 ]

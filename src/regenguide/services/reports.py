@@ -61,16 +61,17 @@ def complication_plot(rows: list[dict[str, Any]], title: str) -> bytes:
 def follow_up_plot(visits: dict[str, int]) -> bytes:
     fig = Figure(figsize=(6.5, 1.8))
     ax = fig.add_subplot(1, 1, 1)
-    order = [("completed", "#1e7a3c"), ("scheduled", "#8a96a6"), ("missed", "#b3261e"), ("cancelled", "#b26a00")]
+    order = [("completed", "#1e7a3c"), ("upcoming", "#c4cbd4"), ("due", "#8a96a6"), ("scheduled", "#8a96a6"),
+             ("window_closed_not_done", "#e07b00"), ("missed", "#b3261e"), ("cancelled", "#6b4f2a")]
     left = 0
     for status, colour in order:
         n = visits.get(status, 0)
         if n:
-            ax.barh([0], [n], left=left, color=colour, label=f"{status} ({n})")
+            ax.barh([0], [n], left=left, color=colour, label=f"{status.replace('_', ' ')} ({n})")
             left += n
     ax.set_yticks([])
     ax.set_xlabel("follow-up visits")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=4, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, frameon=False)
     return _png(fig)
 
 
@@ -125,8 +126,13 @@ def build_report(engine: analytics.Bind, *, modality: str | None = None, site_id
         "treated_patients": patients,
         "procedures": procedures,
         "visits": follow["visits"],
-        "visits_text": ", ".join(f"{k} {v}" for k, v in sorted(follow["visits"].items())) or "none scheduled",
+        "visits_text": ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(follow["visit_states"].items()))
+        or "none scheduled",
+        "as_of": follow["as_of"],
         "patients_with_missed_visits": follow["patients_with_missed_visits"],
+        "patients_with_visits_not_done": follow["patients_with_visits_not_done"],
+        "lost_to_follow_up": follow["lost_to_follow_up"],
+        "lost_rule": follow["lost_rule"],
         "complications": analytics.complication_rates(engine, grouping, where=where)["rows"],
         "guided": analytics.guided_vs_landmark(engine, where=where),
         "retention": analytics.retention_by_processing(engine, where=where)["rows"],
@@ -140,8 +146,8 @@ def build_report(engine: analytics.Bind, *, modality: str | None = None, site_id
                           numbers=numbers)
     if numbers["complications"]:
         report.plots["complications"] = complication_plot(numbers["complications"], "Complications")
-    if follow["visits"]:
-        report.plots["follow_up"] = follow_up_plot(follow["visits"])
+    if follow["visit_states"]:
+        report.plots["follow_up"] = follow_up_plot(follow["visit_states"])
     km = km_plot_png(analytics.durability_frame(engine, where))
     if km:
         report.plots["durability"] = km
@@ -171,7 +177,8 @@ def report_pdf(report: CohortReport) -> bytes:
         Paragraph(
             f"<b>Complete cohort.</b> Every treated patient in scope is included: {n['treated_patients']} patients, "
             f"{n['procedures']} procedures. Follow-up visits: {n['visits_text']}. "
-            f"{n['patients_with_missed_visits']} patient(s) missed at least one visit and are shown, not dropped.",
+            f"{n['patients_with_missed_visits']} patient(s) missed at least one visit and are shown, not dropped. "
+            f"Lost to follow-up on {n['as_of']}: {len(n['lost_to_follow_up'])} patient(s).",
             styles["Normal"]),
     ]
 
@@ -184,6 +191,22 @@ def report_pdf(report: CohortReport) -> bytes:
 
     story += [Spacer(1, 0.3 * cm), Paragraph("Follow-up completeness", styles["Heading2"])]
     image("follow_up")
+    story.append(Paragraph("Lost to follow-up", styles["Heading2"]))
+    rule = n["lost_rule"]
+    story.append(Paragraph(
+        f"Rule ({rule['evidence'].replace('_', ' ')}): the last {rule['consecutive_missed']} visits not done, or a "
+        f"visit not done and no contact for {rule['no_contact_months']} months. Every such patient is listed.",
+        styles["Normal"]))
+    if n["lost_to_follow_up"]:
+        lost = [["Registry id", "Modality", "Visits not done", "Last contact", "Reason"]] + [
+            [r["patient_id"], r["modality"], r["visits_not_done"], r["last_contact"], "; ".join(r["reasons"])]
+            for r in n["lost_to_follow_up"]]
+        lost_table = Table(lost)
+        lost_table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+                                        ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey)]))
+        story.append(lost_table)
+    else:
+        story.append(Paragraph("None.", styles["Normal"]))
     story.append(Paragraph("Complications", styles["Heading2"]))
     rows = [["Group", "Procedures", "With complication", "Rate", "95% CI (Wilson)"]] + [
         [" / ".join(str(v) for v in r["group"].values()), r["n"], r["events"], f"{100 * r['rate']:.1f}%",

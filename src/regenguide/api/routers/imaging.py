@@ -4,7 +4,7 @@ calibrated measurements stored as observations, and per-region vascular maps for
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,7 +30,11 @@ def _root(request: Request) -> Path:
 
 def _problem(exc: svc.StudyError) -> ProblemError:
     title = {404: "Not found", 409: "Conflict", 422: "Invalid request"}.get(exc.status, "Error")
-    return ProblemError(exc.status, title, str(exc), type_=exc.code, **exc.extra)
+    extra = dict(exc.extra)
+    if exc.field is not None:
+        message = str(exc).removeprefix(f"{exc.field}: ")
+        extra.setdefault("errors", [{"field": exc.field, "message": message, "type": exc.code}])
+    return ProblemError(exc.status, title, str(exc), type_=exc.code, **extra)
 
 
 class StudyRead(BaseModel):
@@ -119,65 +123,39 @@ def overlay(request: Request, study_id: int, db: SessionDep, user: Reader, frame
 class MeasureRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["distance", "area", "thickness"]
-    points: list[tuple[float, float]] = Field(
-        min_length=2, max_length=1000,
-        description="(x, y) pixels: 2 points for a distance, a closed trace for an area, and for thickness the scan "
-        "line from the skin surface downwards",
+    kind: Literal["distance", "area", "thickness", "volume"]
+    points: list[tuple[float, float]] | None = Field(
+        default=None, max_length=1000,
+        description="(x, y) pixels: 2 points for a distance, a closed trace (3 or more) for an area, and for "
+        "thickness the scan line from the skin surface downwards (2 points)",
     )
     boundaries: dict[Literal["skin", "dermis_bottom", "fascia"], float] | None = Field(
         default=None, description="thickness: clinician-set boundary positions along the line (pixels)"
     )
+    slices: list[list[tuple[float, float]]] | None = Field(
+        default=None, max_length=200,
+        description="volume: the deposit's outline traced (pixels) on each of parallel slices of this calibration",
+    )
+    spacing_mm: float | None = Field(default=None, gt=0, le=100, description="volume: distance between slices")
     frame: int = Field(default=0, ge=0)
-    code: str | None = Field(default=None, description="observation code; default by kind")
+    code: str | None = Field(default=None, max_length=64, description="observation code; default by kind")
     visit_id: int | None = None
 
 
 @router.post("/imaging/studies/{study_id}/measurements", status_code=201,
-             summary="A calibrated distance (mm) or traced area (mm²), stored as an observation")
+             summary="A calibrated distance (mm), traced area (mm²), layer thickness (mm) or deposit volume (mL), "
+             "stored as observations")
 def measure(request: Request, study_id: int, body: MeasureRequest, db: SessionDep, user: Writer) -> dict[str, Any]:
-    from regenguide.imaging.dicom_io import CalibrationMissing, frame_rgb
-    from regenguide.imaging.measure import ScanLine, area_observation, distance_observation, measure_thickness
-
     study = _study(db, study_id)
     try:
-        loaded = svc.load(study, _root(request))
+        rows = svc.measure(
+            db, study, _root(request), kind=body.kind, points=body.points,
+            boundaries={str(k): v for k, v in body.boundaries.items()} if body.boundaries else None,
+            slices=body.slices, spacing_mm=body.spacing_mm, frame=body.frame, code=body.code,
+            visit_id=body.visit_id, user_id=user.id,
+        )
     except svc.StudyError as exc:
         raise _problem(exc) from None
-    metadata = loaded.metadata
-    if body.kind != "thickness" and body.boundaries:
-        raise ProblemError(422, "Invalid request", "boundaries: only for a thickness measurement", type_="validation")
-    try:
-        if body.kind == "distance":
-            if len(body.points) != 2:
-                raise ProblemError(422, "Invalid request", "points: a distance needs exactly 2 points",
-                                   type_="validation")
-            observations = [distance_observation(body.points[0], body.points[1], metadata.calibration)]
-        elif body.kind == "area":
-            observations = [area_observation(body.points, metadata.calibration)]
-        else:
-            if len(body.points) != 2:
-                raise ProblemError(422, "Invalid request", "points: a scan line needs exactly 2 points",
-                                   type_="validation")
-            line = ScanLine(start=body.points[0], end=body.points[1])
-            measured = measure_thickness(frame_rgb(loaded.dataset, body.frame), line, metadata.calibration,
-                                         overrides={str(k): v for k, v in (body.boundaries or {}).items()})
-            observations = measured.observations
-    except CalibrationMissing as exc:
-        raise ProblemError(422, "Invalid request", f"study {study_id} has no calibration: {exc}",
-                           type_="calibration-missing") from None
-    except ValueError as exc:
-        raise ProblemError(422, "Invalid request", f"points: {exc}", type_="validation") from None
-    single_code = body.code if len(observations) == 1 else None
-    rows = [
-        m.Observation(patient_id=study.patient_id, visit_id=body.visit_id, procedure_id=study.procedure_id,
-                      imaging_study_id=study.id, code=(single_code or obs.code)[:64],
-                      value=obs.value, unit=obs.unit, observed_at=study.acquired_at or datetime.now(UTC),
-                      recorded_by=user.id)
-        for obs in observations
-    ]
-    db.add_all(rows)
-    db.flush()
     audit(db, user, *[user.audit("create", "observations", r.id, study.patient_id, body.model_dump()) for r in rows])
     db.commit()
     return {"observations": [{"observation_id": r.id, "code": r.code, "value": r.value, "unit": r.unit}

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ class ProductCreate(BaseModel):
 
     patient_id: int
     product_type: Modality
-    collected_at: datetime
+    collected_at: AwareDatetime = Field(description="with its UTC offset: it starts hold-time clocks")
     location: str = Field(min_length=1, max_length=200)
     plan_id: int | None = None
     volume_ml: float | None = Field(default=None, gt=0, le=5000)
@@ -68,7 +68,7 @@ class EventCreate(BaseModel):
 
     type: EventType
     location: str = Field(min_length=1, max_length=200)
-    at: datetime | None = None
+    at: AwareDatetime | None = Field(default=None, description="with its UTC offset; now when absent")
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -229,6 +229,18 @@ def product_label(
     audit(db, user, user.audit("export", "products", product.id, product.patient_id, {"label": format}))
     db.commit()
     return Response(content, media_type="application/pdf" if format == "pdf" else "image/png")
+
+
+@router.get("/products/{product_id}/fhir", summary="FHIR R4 Bundle: BiologicallyDerivedProduct (identifier = "
+            "the DIN or local id) and a Procedure per administration")
+def product_fhir(product_id: int, db: SessionDep, user: Reader) -> Response:
+    import json
+
+    product = _load(db, product_id)
+    bundle = svc.product_fhir_bundle(db, product)
+    audit(db, user, user.audit("export", "products", product.id, product.patient_id, {"fhir": True}))
+    db.commit()
+    return Response(json.dumps(bundle), media_type="application/fhir+json")
 
 
 @router.post("/bedside/verify", summary="Bedside verification (and administration): patient ↔ product")

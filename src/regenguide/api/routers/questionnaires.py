@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import CursorResult, update
 
 from regenguide.api.deps import Principal, SessionDep, audit, require
 from regenguide.api.problems import ProblemError
@@ -54,6 +55,12 @@ def create_link(body: LinkCreate, db: SessionDep, user: Clinical) -> dict[str, A
     if db.get(m.Patient, body.patient_id) is None:
         raise ProblemError(422, "Invalid request", f"patient_id: no patient with id {body.patient_id}",
                            type_="validation")
+    if body.visit_id is not None:
+        visit = db.get(m.FollowupVisit, body.visit_id)
+        if visit is None or visit.patient_id != body.patient_id:
+            message = f"no follow-up visit {body.visit_id} for patient {body.patient_id}"
+            raise ProblemError(422, "Invalid request", f"visit_id: {message}", type_="validation",
+                               errors=[{"field": "visit_id", "message": message}])
     try:
         questionnaire = load_questionnaire(body.questionnaire) if body.questionnaire else example_questionnaire()
     except (QuestionnaireError, ValueError) as exc:
@@ -104,8 +111,16 @@ def answer(token: str, body: Answers, db: SessionDep) -> dict[str, Any]:
     except QuestionnaireError as exc:
         raise ProblemError(422, "Invalid request", str(exc), type_="validation") from None
     stored = response.model_dump(mode="json", exclude_none=True)
-    link.response = stored
-    link.used_at = now
+    # Claim the link atomically: of two concurrent submissions only one updates the still-unused row.
+    claimed: CursorResult[Any] = db.execute(  # type: ignore[assignment]
+        update(m.QuestionnaireLink)
+        .where(m.QuestionnaireLink.id == link.id, m.QuestionnaireLink.used_at.is_(None))
+        .values(used_at=now, response=stored)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        db.rollback()
+        raise ProblemError(410, "Gone", "this questionnaire link was already used", type_="link-used")
     score = score_response(link.questionnaire, response)
     code = str(link.questionnaire.get("name") or link.questionnaire.get("id") or "questionnaire")[:64]
     if score is not None and score.total is not None:
