@@ -188,7 +188,7 @@ def test_cli_label(tmp_path: Path) -> None:
             "2026-11-22T12:00",
         ],
     )
-    assert bad.exit_code == 2 and "time zone" in bad.stderr
+    assert bad.exit_code == 2 and "has no UTC offset" in bad.stderr
 
 
 def test_cli_metrics(tmp_path: Path, f: Any) -> None:

@@ -37,7 +37,7 @@ def _audit(db: Any, action: str, resource: str, resource_id: Any, patient_id: An
                            patient_id=patient_id, payload=payload))
 
 
-def _when(text: str | None, name: str) -> datetime | None:
+def parse_when(text: str | None, name: str) -> datetime | None:
     """An ISO date-time with its UTC offset: a time without one would silently be taken as UTC and shift
     the hold-time clock by the local offset."""
     if text is None:
@@ -68,7 +68,7 @@ def register_cmd(
 
     try:
         modality = Modality(product_type)
-        when = _when(collected_at, "--collected-at") or datetime.now().astimezone()
+        when = parse_when(collected_at, "--collected-at") or datetime.now().astimezone()
         prep = json.loads(preparation.read_text(encoding="utf-8")) if preparation else None
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
@@ -106,7 +106,7 @@ def event_cmd(
         raise fail(f"unknown event {event!r}") from None
     if kind is EventType.administered:
         raise fail("administration is recorded only through the bedside check (regenguide lab bedside --administer)")
-    when = _when(at, "--at")
+    when = parse_when(at, "--at")
 
     def work(db: Any) -> str:
         product = db.get(BiologicProduct, product_id)

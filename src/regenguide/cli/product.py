@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
+from regenguide.cli.lab import parse_when
 from regenguide.domain.plan import Modality
 from regenguide.kb.references import KnowledgeBaseError
 from regenguide.products.bedside import ConsentStatus, verify_bedside
@@ -47,18 +48,6 @@ def _read_json(path: Path) -> Any:
 
 def _errors(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(record)'}: {err['msg']}" for err in exc.errors())
-
-
-def _when(text: str | None, name: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise _fail(f"{name}: {text!r} is not an ISO date-time (e.g. 2026-11-22T08:00+00:00)") from None
-    if value.tzinfo is None:
-        raise _fail(f"{name}: give a time zone offset (e.g. +00:00)")
-    return value
 
 
 @app.command("schema")
@@ -138,8 +127,8 @@ def label(
             patient_name=patient_name,
             patient_dob=birth,
             patient_record_number=mrn,
-            collected_at=_when(collected, "--collected"),
-            expires_at=_when(expires, "--expires"),
+            collected_at=parse_when(collected, "--collected"),
+            expires_at=parse_when(expires, "--expires"),
             autologous=not not_autologous,
             volume_ml=volume_ml,
             facility=facility,
@@ -197,7 +186,7 @@ def verify(
         )
     except (ValidationError, ValueError):
         raise _fail("--consent must be signed|declined|withdrawn|missing and --consent-expires YYYY-MM-DD") from None
-    when = _when(now, "--now") or datetime.now(UTC)
+    when = parse_when(now, "--now") or datetime.now(UTC)
     result = verify_bedside(scan_patient, scan_product, snap, patient, plan_signed, status, when)
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json")))
