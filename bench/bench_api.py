@@ -107,8 +107,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(database_url: str, data_dir: Path) -> Iterator[str]:
-    """The real app under uvicorn in a subprocess on 127.0.0.1; yields its base URL."""
+def server(database_url: str, data_dir: Path, workers: int = 1) -> Iterator[str]:
+    """The real app under uvicorn in a subprocess on 127.0.0.1 (`workers` processes); yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -117,7 +117,7 @@ def server(database_url: str, data_dir: Path) -> Iterator[str]:
         "REGENGUIDE_DATA_DIR": str(data_dir),
     }
     cmd = [sys.executable, "-m", "uvicorn", "regenguide.api.app:create_app", "--factory", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--no-access-log"]
+           "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -271,7 +271,7 @@ def bench_database(url: str, data_dir: Path, args: argparse.Namespace) -> dict[s
     picks = [rng.choice(ids) for _ in range(args.requests)]
     warm = [rng.choice(ids) for _ in range(50)]
     out: dict[str, Any] = {**info}
-    with server(url, data_dir) as base:
+    with server(url, data_dir, args.workers) as base:
         token = login(base)
 
         def record(c: httpx.Client, i: int) -> httpx.Response:
@@ -303,14 +303,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="SQLite file to reuse (seeded on first use and kept); default a temporary file")
     parser.add_argument("--pg", metavar="URL", default=None, help="PostgreSQL server URL (a fresh database is made)")
     parser.add_argument("--quick", action="store_true", help="2,000 patients and 400 requests per endpoint")
-    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--output", type=Path, default=None, help="results file (default bench/results/api.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.patients, args.requests = min(args.patients, 2_000), min(args.requests, 400)
 
     results: dict[str, Any] = {
         "benchmark": "api", "quick": args.quick, "requested_patients": args.patients, "seed": args.seed,
-        "requests_per_endpoint": args.requests, "clients": args.clients, "server": "uvicorn, 1 worker (subprocess)",
+        "requests_per_endpoint": args.requests, "clients": args.clients,
+        "server": f"uvicorn, {args.workers} worker(s) (subprocess)", "workers": args.workers,
         "loadavg_start": loadavg(),
     }
     workdir = Path(tempfile.mkdtemp(prefix="rg-bench-api-"))

@@ -16,7 +16,7 @@ real server (uvicorn in a subprocess on 127.0.0.1, small SQLite demo database). 
 plus finding producers such as the graft simulation), the rules alone, findings → cards.
 Writes bench/results/cds_hooks.json.
 
-Run: .venv/bin/python bench/bench_cds_hooks.py [--requests R] [--clients C] [--patients N] [--pg URL]
+Run: .venv/bin/python bench/bench_cds_hooks.py [--requests R] [--clients C] [--patients N] [--pg URL] [--workers W]
      .venv/bin/python bench/bench_cds_hooks.py --quick      (160 requests per case)
 """
 
@@ -38,7 +38,7 @@ import httpx
 from bench_api import loadavg, login, pg_database, prepare, run_load, server, write_json
 
 from regenguide.cds.engine import check_plan
-from regenguide.cds.hooks import draft_orders_to_plan, finding_to_card, plan_to_draft_orders, service_requests
+from regenguide.cds.hooks import draft_orders_to_plan, findings_to_cards, plan_to_draft_orders, service_requests
 from regenguide.domain.plan import PlanDocument
 from regenguide.services import plans as plan_service
 
@@ -125,7 +125,7 @@ def in_process(runs: int) -> dict[str, Any]:
             "draft_orders_to_plan_ms": _median_ms(lambda d=draft: draft_orders_to_plan(d, {}), runs),
             "check_with_producers_ms": _median_ms(lambda p=parsed: plan_service.check(p), runs),
             "check_kb_rules_only_ms": _median_ms(lambda p=parsed: check_plan(p), runs),
-            "cards_ms": _median_ms(lambda r=result, o=orders: [finding_to_card(f, o) for f in r.findings], runs),
+            "cards_ms": _median_ms(lambda r=result, o=orders: findings_to_cards(r.findings, o), runs),
         }
     return out
 
@@ -141,7 +141,7 @@ def bench_database(url: str, data_dir: Path, args: argparse.Namespace) -> dict[s
     ids: list[int] = prepare(url, args.patients, args.seed)["ids"]
     rng = random.Random(args.seed)
     out: dict[str, Any] = {"patients": len(ids)}
-    with server(url, data_dir) as base:
+    with server(url, data_dir, args.workers) as base:
         token = login(base)
         for name, modality, careful, with_patient in CASES:
             plan = forty_injection_plan(careful, modality)
@@ -176,14 +176,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--pg", metavar="URL", default=None, help="PostgreSQL server URL (a fresh database is made)")
     parser.add_argument("--quick", action="store_true", help="160 requests per case")
-    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results file (default bench/results/cds_hooks.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests = min(args.requests, 160)
     results: dict[str, Any] = {
         "benchmark": "cds_hooks", "quick": args.quick, "service": f"POST {SERVICE}", "hook": "order-sign",
         "requests_per_case": args.requests, "clients": args.clients, "target_p99_ms": 500,
-        "server": "uvicorn, 1 worker (subprocess)", "loadavg_start": loadavg(),
+        "server": f"uvicorn, {args.workers} worker(s) (subprocess)", "workers": args.workers,
+        "loadavg_start": loadavg(),
     }
     print("in process …", flush=True)
     results["in_process"] = in_process(5 if args.quick else 20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,23 @@ class Settings(BaseSettings):
     token_minutes: int = Field(default=8 * 60, ge=1, le=7 * 24 * 60)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="server worker processes; default one per CPU core, at most 4 (one for an in-memory database)",
+    )
+
+    def resolved_workers(self) -> int:
+        """Worker processes for `regenguide serve`. Several are sound on both databases: SQLite in WAL mode
+        serves readers of several processes in parallel and its write lock is database-wide, so audit
+        appends (`BEGIN IMMEDIATE`, then the head row) queue across processes as they do across threads;
+        PostgreSQL queues them on the locked head row. An in-memory SQLite database exists per process, so
+        it gets one worker."""
+        url = self.resolved_database_url()
+        if url.startswith("sqlite") and (":memory:" in url or "mode=memory" in url or url.rstrip("/") == "sqlite:"):
+            return 1
+        if self.workers is not None:
+            return self.workers
+        return max(1, min(os.cpu_count() or 1, 4))
 
     def resolved_database_url(self) -> str:
         if self.database_url:

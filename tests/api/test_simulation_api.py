@@ -96,3 +96,30 @@ def test_registry_calibration(client: Any, auth: Any, engine: Any) -> None:
 def test_registry_calibration_needs_data(client: Any, auth: Any) -> None:
     r = client.post("/api/v1/graft/calibrate/registry", headers=auth["researcher"])
     assert r.status_code == 422 and "at least 2" in r.json()["detail"]
+
+
+def test_registry_cannula_aliquots_are_strands(engine: Any) -> None:
+    """Aliquots delivered by cannula become strands along the (assumed) tunnel, as in the plan simulation;
+    needle aliquots stay spheres."""
+    from regenguide.services.graft_registry import registry_observations
+    from regenguide.simulate.parameters import load_graft_knowledge
+
+    with transaction(engine) as db:
+        for i, device in enumerate(("cannula", "needle")):
+            p = m.Patient(site_id=1, mrn=f"S{i}", given_name="S", family_name="F", birth_date=date(1980, 1, 1),
+                          sex="female")
+            db.add(p)
+            db.flush()
+            proc = m.Procedure(patient_id=p.id, modality="microfat", performed_at=datetime(2025, 1, 1, tzinfo=UTC))
+            proc.injections = [m.PerformedInjection(seq=k, region="malar", device=device, volume_ml=1.0,
+                                                    bolus_ml=0.05) for k in (1, 2)]
+            db.add(proc)
+            db.flush()
+            db.add(m.Observation(patient_id=p.id, procedure_id=proc.id, code="graft_retention",
+                                 value=45.0, unit="%", observed_at=datetime(2025, 7, 1, tzinfo=UTC)))
+    obs = sorted(registry_observations(engine), key=lambda o: o.geometry)
+    assert [o.geometry for o in obs] == ["cylinder", "sphere"]
+    length_cm = load_graft_knowledge().value("default_tunnel_length_mm") / 10
+    assert obs[0].diameter_mm == pytest.approx(20 * math.sqrt(0.05 / (math.pi * length_cm)))
+    assert obs[1].diameter_mm == pytest.approx((6 * 50 / math.pi) ** (1 / 3))
+    assert all(o.observed_retention == pytest.approx(0.45) for o in obs)

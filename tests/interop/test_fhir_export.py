@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -76,8 +76,17 @@ def cohort(engine: Engine) -> list[int]:
     return list(range(summary.first_patient_id, summary.last_patient_id + 1))
 
 
+def _administrations(db: Any, pid: int) -> int:
+    """Administrations recorded at the bedside (custody event 'administered') of the patient's products."""
+    stmt = (select(func.count()).select_from(m.CustodyEvent)
+            .join(m.BiologicProduct, m.BiologicProduct.id == m.CustodyEvent.product_id)
+            .where(m.BiologicProduct.patient_id == pid, m.CustodyEvent.event_type == "administered"))
+    return int(db.execute(stmt).scalar_one())
+
+
 def test_every_demo_patient_exports_a_valid_bundle_with_db_counts(engine: Engine, cohort: list[int]) -> None:
     seen: Counter[str] = Counter()
+    administered = 0
     with transaction(engine) as db:
         for pid in cohort:
             data = patient_bundle_json(db, pid)
@@ -85,10 +94,14 @@ def test_every_demo_patient_exports_a_valid_bundle_with_db_counts(engine: Engine
             assert counts["Patient"] == 1 and counts["Organization"] == 1
             for rtype, model in COUNTED.items():
                 n = db.execute(select(func.count()).select_from(model).where(model.patient_id == pid)).scalar_one()
+                if rtype == "Procedure":  # the procedures, plus one Procedure per bedside administration
+                    n += _administrations(db, pid)
                 assert counts[rtype] == n, (pid, rtype)
+            administered += _administrations(db, pid)
             seen.update(counts)
-    # the demo cohort exercises every resource type
+    # the demo cohort exercises every resource type, bedside administrations included
     assert all(seen[t] > 0 for t in COUNTED), seen
+    assert administered > 0
 
 
 def test_bundle_content_follows_the_record(engine: Engine, cohort: list[int]) -> None:
@@ -178,3 +191,204 @@ def test_minimal_and_unusual_records_still_validate(engine: Engine) -> None:
     assert res["AdverseEvent"]["suspectEntity"][0]["instance"] == {"reference": f"Procedure/{proc.id}"}
     assert res["ImagingStudy"]["series"][0]["instance"][0]["sopClass"]["code"].endswith("1.2.840.10008.5.1.4.1.1.4")
     assert "telecom" not in res["Patient"]
+
+
+# --- bedside administrations and aliquots (issue 4, item 8) ---------------------------------------------------
+# Seeded users (tests/conftest.py): 1 admin, 2 clinician, 3 nurse, 4 lab, 5 researcher.
+CLINICIAN, NURSE, LAB = 2, 3, 4
+SPINS = [{"g_force": 100, "minutes": 15}, {"g_force": 1600, "minutes": 20}]
+
+
+def _prp_record(at: datetime) -> dict[str, Any]:
+    return {
+        "product_type": "prp", "prepared_at": at.isoformat(), "operator": "lab.a", "blood_volume_ml": 30,
+        "anticoagulant": "acd_a", "anticoagulant_volume_ml": 3,
+        "anticoagulant_lot": {"kind": "anticoagulant", "name": "ACD-A", "lot": "AC-77"},
+        "kit": {"kind": "kit", "name": "DemoKit PRP", "lot": "KIT-2026-01"}, "spins": SPINS,
+        "baseline": {"platelets_per_uL": 200_000, "leukocytes_per_uL": 6_000, "neutrophils_per_uL": 3_600,
+                     "rbc_per_uL": 4_800_000},
+        "product": {"platelets_per_uL": 1_000_000, "leukocytes_per_uL": 4_000, "neutrophils_per_uL": 1_000,
+                    "rbc_per_uL": 50_000},
+        "product_volume_ml": 8, "activation": "none",
+    }
+
+
+def _patient_with_divided_product(db: Any, mrn: str, aliquots: int) -> dict[str, Any]:
+    """Through the real services: a patient with a signed plan and valid consent, a PRP product registered
+    with its preparation record, released and divided into `aliquots`; then a procedure whose injections
+    use the first aliquot, and every aliquot administered at the bedside (the first by the nurse, the
+    others with no user recorded)."""
+    from regenguide.domain.plan import Modality
+    from regenguide.products.custody import EventType
+    from regenguide.services import products as svc
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    site_id = db.execute(select(m.Site.id).order_by(m.Site.id)).scalars().first()
+    patient = m.Patient(site_id=site_id, mrn=mrn, given_name="Lea", family_name="Moreau",
+                        birth_date=date(1975, 6, 1), sex="female", version=1)
+    db.add(patient)
+    db.flush()
+    plan = m.TreatmentPlan(patient_id=patient.id, modality="prp", indication="androgenetic_alopecia",
+                           jurisdiction="US", status="signed", signed_by=CLINICIAN, signed_at=now)
+    db.add(plan)
+    db.flush()
+    db.add(m.Consent(patient_id=patient.id, plan_id=plan.id, version="prp-1", text="I consent to PRP.",
+                     text_digest="0" * 64, decision="accepted", signer_name="Lea Moreau",
+                     signed_at=now - timedelta(days=1)))
+    product = svc.register_product(db, svc.NewProduct(
+        patient_id=patient.id, product_type=Modality.prp, collected_at=now - timedelta(minutes=40),
+        location="lab 1", plan_id=plan.id, volume_ml=8, preparation=_prp_record(now - timedelta(minutes=30)),
+    ), LAB)
+    for event in (EventType.processed, EventType.qc_passed, EventType.released):
+        svc.record_event(db, product, event, at=now - timedelta(minutes=20), location="lab 1", user_id=LAB)
+    children = svc.divide_product(db, product, aliquots, location="lab 1", user_id=LAB)
+    proc = m.Procedure(patient_id=patient.id, plan_id=plan.id, modality="prp", performed_at=now,
+                       performer_id=CLINICIAN, version=1)
+    proc.injections = [
+        m.PerformedInjection(seq=1, product_id=children[0].id, region="scalp", side="left", volume_ml=2),
+        m.PerformedInjection(seq=2, product_id=children[0].id, region="scalp", side="right", volume_ml=2),
+    ]
+    db.add(proc)
+    db.flush()
+    checks = []
+    for i, child in enumerate(children):
+        verification, check = svc.bedside(
+            db, patient_id=patient.id, scanned_patient=mrn, scanned_product=child.identifier, product_id=child.id,
+            user_id=NURSE if i == 0 else None, location="procedure room 2", administer=True,
+        )
+        assert verification.ok, verification.refusals
+        checks.append(check)
+    events = {
+        ev.product_id: ev
+        for ev in db.execute(select(m.CustodyEvent).where(
+            m.CustodyEvent.product_id.in_([c.id for c in children]), m.CustodyEvent.event_type == "administered"
+        )).scalars()
+    }
+    return {"patient": patient, "plan": plan, "product": product, "children": children, "procedure": proc,
+            "events": events}
+
+
+def test_bedside_administrations_and_aliquots_in_the_patient_bundle(engine: Engine) -> None:
+    from regenguide.products.fhir import fhir_id
+    from regenguide.services.products import product_fhir_bundle
+
+    with transaction(engine) as db:
+        rec = _patient_with_divided_product(db, "BED-1", aliquots=2)
+        pid = rec["patient"].id
+        data = patient_bundle_json(db, pid)
+        model = patient_bundle(db, pid)  # the validated R4B model of the same record
+        parent, (a0, b0) = rec["product"], rec["children"]
+        ev_a0, ev_b0 = rec["events"][a0.id], rec["events"][b0.id]
+        proc_id, plan_id = rec["procedure"].id, rec["plan"].id
+        alone = product_fhir_bundle(db, a0)  # the products module's own bundle of the aliquot
+    counts = _check_bundle(data)  # validates with fhir.resources.R4B; every reference resolves in the bundle
+    assert counts["BiologicallyDerivedProduct"] == 3
+    assert counts["Procedure"] == 3  # the procedure and the two bedside administrations
+    assert sorted(e.resource.get_resource_type() for e in model.entry) == sorted(counts.elements())
+    res = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"] for e in data["entry"]}
+    bdp = {p.id: f"BiologicallyDerivedProduct/{fhir_id(p.identifier)}" for p in (parent, a0, b0)}
+
+    # aliquots carry their parent; the parent (the whole collection) has none
+    assert "parent" not in res[bdp[parent.id]]
+    for child in (a0, b0):
+        assert res[bdp[child.id]]["parent"] == [{"reference": bdp[parent.id]}]
+        assert res[bdp[child.id]]["identifier"][0]["value"] == parent.identifier  # one DIN/local id ...
+        assert res[bdp[child.id]]["identifier"][1]["value"] == child.identifier.split("/")[1]  # ... + division
+    # the preparation record travels as processing steps (products module mapping)
+    steps = [s["description"] for s in res[bdp[parent.id]]["processing"]]
+    assert steps[:2] == ["spin 1: 100 x g for 15 min", "spin 2: 1600 x g for 20 min"]
+
+    # the administration of the first aliquot: performed at the bedside, by the nurse, part of the procedure
+    adm = res[f"Procedure/custody-{ev_a0.id}"]
+    assert adm["status"] == "completed" and adm["subject"] == {"reference": f"Patient/{pid}"}
+    at = ev_a0.at if ev_a0.at.tzinfo else ev_a0.at.replace(tzinfo=UTC)
+    assert datetime.fromisoformat(adm["performedDateTime"]) == at
+    assert adm["performer"] == [{"actor": {"reference": f"Practitioner/{NURSE}", "display": "nurse"}}]
+    assert res[f"Practitioner/{NURSE}"]["name"] == [{"text": "Test nurse"}]
+    assert [u["reference"] for u in adm["usedReference"]] == [bdp[a0.id]]
+    assert adm["usedReference"][0]["identifier"]["value"] == a0.identifier
+    assert [s["text"] for s in adm["bodySite"]] == ["scalp, left", "scalp, right"]
+    assert adm["partOf"] == [{"reference": f"Procedure/{proc_id}"}]
+    assert adm["basedOn"] == [{"reference": f"CarePlan/{plan_id}"}]
+    assert adm["code"]["text"] == "Administration of autologous prp"
+    # the procedure itself names the aliquot it used
+    assert [u["reference"] for u in res[f"Procedure/{proc_id}"]["usedReference"]] == [bdp[a0.id]]
+
+    # the second aliquot: no user recorded and no procedure used it, so no performer, body site or partOf
+    adm_b = res[f"Procedure/custody-{ev_b0.id}"]
+    assert [u["reference"] for u in adm_b["usedReference"]] == [bdp[b0.id]]
+    assert not {"performer", "bodySite", "partOf"} & adm_b.keys()
+    assert adm_b["subject"] == {"reference": f"Patient/{pid}"}
+
+    # one mapping: the patient bundle's administration is the products module's, enriched
+    alone_proc = next(e["resource"] for e in alone["entry"] if e["resource"]["resourceType"] == "Procedure")
+    for key in ("id", "status", "code", "subject", "performedDateTime"):
+        assert alone_proc[key] == adm[key], key
+
+
+def test_the_record_endpoint_carries_the_administrations(engine: Engine, client: Any, auth: Any) -> None:
+    with transaction(engine) as db:
+        rec = _patient_with_divided_product(db, "BED-API", aliquots=1)
+        pid, ev = rec["patient"].id, rec["events"][rec["children"][0].id]
+    r = client.get(f"/api/v1/patients/{pid}/record", headers=auth["clinician"])
+    assert r.status_code == 200, r.text
+    counts = _check_bundle(r.json())
+    assert counts["Procedure"] == 2
+    adm = next(e["resource"] for e in r.json()["entry"] if e["resource"]["id"] == f"custody-{ev.id}")
+    assert adm["partOf"] == [{"reference": f"Procedure/{rec['procedure'].id}"}]
+
+
+def test_the_bundle_query_count_does_not_grow_with_administrations(engine: Engine) -> None:
+    """The bundle is on the API's hot path: a fixed number of queries, whatever the number of products,
+    aliquots and administrations (a per-row query would add one per administration)."""
+    from sqlalchemy import event
+
+    with transaction(engine) as db:
+        small = _patient_with_divided_product(db, "Q-1", aliquots=1)["patient"].id
+        large = _patient_with_divided_product(db, "Q-6", aliquots=6)["patient"].id
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    per_patient = {}
+    for pid in (small, large):
+        with transaction(engine) as db:
+            event.listen(engine, "before_cursor_execute", count)
+            try:
+                statements.clear()
+                data = patient_bundle_json(db, pid)
+                per_patient[pid] = len(statements)
+            finally:
+                event.remove(engine, "before_cursor_execute", count)
+        assert sum(e["resource"]["id"].startswith("custody-") for e in data["entry"]) == (1 if pid == small else 6)
+    assert per_patient[small] == per_patient[large], per_patient
+
+
+def test_an_administration_of_a_row_outside_the_products_vocabulary_is_still_exported(engine: Engine) -> None:
+    """A product entered before identifiers were validated (its id fits neither ISBT 128 nor the local
+    format) falls back to the export's own mapping, and its administration still appears and resolves."""
+    now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    with transaction(engine) as db:
+        site_id = db.execute(select(m.Site.id).order_by(m.Site.id)).scalars().first()
+        p = m.Patient(site_id=site_id, mrn="LEG-1", given_name="Ada", family_name="Example",
+                      birth_date=date(1980, 5, 17), sex="other", version=1)
+        db.add(p)
+        db.flush()
+        prod = m.BiologicProduct(patient_id=p.id, identifier="LEGACY 42", identifier_scheme="local",
+                                 product_type="prp", status="administered", autologous=True, collected_at=now)
+        db.add(prod)
+        db.flush()
+        ev = m.CustodyEvent(product_id=prod.id, event_type="administered", status_after="administered",
+                            at=now + timedelta(hours=1), location="room 1", user_id=NURSE)
+        db.add(ev)
+        db.flush()
+        data = patient_bundle_json(db, p.id)
+    counts = _check_bundle(data)
+    assert counts["BiologicallyDerivedProduct"] == 1 and counts["Procedure"] == 1
+    adm = next(e["resource"] for e in data["entry"] if e["resource"]["resourceType"] == "Procedure")
+    assert adm["id"] == f"custody-{ev.id}" and adm["status"] == "completed"
+    assert adm["usedReference"][0] == {"reference": "BiologicallyDerivedProduct/LEGACY-42",
+                                       "identifier": {"system": LOCAL_SYSTEM_URI, "value": "LEGACY 42"}}
+    assert adm["performer"][0]["actor"]["reference"] == f"Practitioner/{NURSE}"
+    assert datetime.fromisoformat(adm["performedDateTime"]) == now + timedelta(hours=1)

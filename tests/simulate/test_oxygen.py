@@ -228,3 +228,42 @@ def test_bad_inputs_raise() -> None:
         ox.solve_radial("slab", -0.1, diffusivity=D, c0=C0, consumption=Q)
     with pytest.raises(ValueError):
         ox.solve_radial("slab", 0.1, diffusivity=D, c0=C0, consumption=Q, kinetics="mm")
+
+
+@pytest.mark.parametrize("geometry", ["cylinder", "sphere"])
+def test_explicit_roots_match_a_bracketing_root_finder(geometry: str) -> None:
+    """The Lambert-W / trigonometric-cubic roots equal scalar Brent roots of the defining equations."""
+    from scipy.optimize import brentq
+
+    m = cf.exponent(geometry)
+    k = Q / D
+    rc = CLOSED[geometry]
+    for factor in (1.0 + 1e-9, 1.001, 1.1, 2.0, 10.0, 100.0):
+        radius = factor * rc
+        rho = float(cf.anoxic_core_radius(geometry, radius, D, C0, Q))
+        ref = brentq(lambda x, radius=radius: k * float(cf._g(m, np.array(radius), np.array(x))) - C0, 1e-300, radius,
+                     xtol=1e-15 * radius, rtol=1e-14)
+        assert rho == pytest.approx(ref, rel=1e-8, abs=1e-9 * radius)  # ill-conditioned near critical
+        for pct in (1e-6, 0.1, 0.5, 0.9):
+            ct = pct * C0
+            got = float(cf.threshold_radius(geometry, np.array([radius]), np.array([rho]), np.array([k]),
+                                            np.array([C0]), np.array([ct]))[0])
+            if rho > 0:
+                def front(r: float, rho: float = rho, ct: float = ct) -> float:
+                    return k * float(cf._g(m, np.array(r), np.array(rho))) - ct
+
+                want = brentq(front, rho, radius, xtol=1e-15 * radius, rtol=1e-14)
+                assert got == pytest.approx(want, rel=1e-8)
+                assert k * float(cf._g(m, np.array(got), np.array(rho))) == pytest.approx(ct, rel=1e-6)
+
+
+def test_grid_convergence_cylinder_anoxic_core() -> None:
+    radius = 2.5 * CLOSED["cylinder"]
+    exact = float(cf.anoxic_core_radius("cylinder", radius, D, C0, Q))
+    errors = []
+    for n in (25, 50, 100, 200):
+        sol = ox.solve_radial("cylinder", radius, diffusivity=D, c0=C0, consumption=Q, n=n)
+        errors.append(abs(ox.anoxic_core_from_flux(sol, diffusivity=D, consumption=Q) - exact) / exact)
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False))
+    assert min(math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)) > 1.5
+    assert errors[1] < 0.01  # within 1% already at 50 cells

@@ -196,3 +196,163 @@ def test_request_models_round_trip_json() -> None:
     again = type(pred).model_validate_json(pred.model_dump_json())
     assert again.predicted_retention == pred.predicted_retention
     assert again.findings == pred.findings
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cannula strands (retrograde threading), true boluses, aggregated findings, cache
+# ----------------------------------------------------------------------------------------------------
+
+
+def _plan(injections: list[dict[str, object]], **extra: object) -> PlanDocument:
+    return PlanDocument.model_validate(
+        {"indication": "x", "modality": "microfat", "injections": injections, **extra}
+    )
+
+
+def test_cannula_aliquot_is_a_strand_along_the_tunnel(kb) -> None:  # type: ignore[no-untyped-def]
+    given, assumed, needle, unspecified = predict_plan(
+        _plan(
+            [
+                {"region": "cheek", "device": "cannula", "volume_ml": 1.0, "bolus_ml": 0.05, "tunnel_length_mm": 40},
+                {"region": "cheek", "device": "cannula", "volume_ml": 1.0, "bolus_ml": 0.05},
+                {"region": "cheek", "device": "needle", "volume_ml": 1.0, "bolus_ml": 0.05},
+                {"region": "cheek", "volume_ml": 1.0, "bolus_ml": 0.05},
+            ]
+        ),
+        draws=100,
+    ).injections
+    assert given.geometry == "cylinder" and given.deposits == pytest.approx(20)
+    assert given.deposit_diameter_mm == pytest.approx(20 * math.sqrt(0.05 / (math.pi * 4.0)))
+    assert given.tunnel_length_mm == 40 and not given.tunnel_length_assumed
+    length_mm = kb.value("default_tunnel_length_mm")
+    assert kb.param("default_tunnel_length_mm").evidence.value == "expert_opinion"
+    assert assumed.geometry == "cylinder" and assumed.tunnel_length_assumed
+    assert assumed.tunnel_length_mm == length_mm
+    assert assumed.deposit_diameter_mm == pytest.approx(20 * math.sqrt(0.05 / (math.pi * length_mm / 10)))
+    assert assumed.note is not None and "expert opinion" in assumed.note
+    # A true bolus (needle, or no device given) stays a sphere.
+    for bolus in (needle, unspecified):
+        assert bolus.geometry == "sphere" and not bolus.tunnel_length_assumed
+        assert bolus.deposit_diameter_mm == pytest.approx(20 * (3 * 0.05 / (4 * math.pi)) ** (1 / 3))
+    # A thin strand lies wholly in the survival zone; a 4.6 mm bolus does not.
+    assert given.necrotic_fraction == 0 and assumed.survival_fraction == pytest.approx(1.0)
+    assert needle.necrotic_fraction > 0.01
+
+
+def test_careful_cannula_plan_has_no_size_warnings_and_labels_the_assumption() -> None:
+    inj = {"region": "cheek", "device": "cannula", "gauge": 22, "volume_ml": 0.25, "bolus_ml": 0.05}
+    findings = graft_findings(_plan([inj] * 40))
+    assert [f.rule for f in findings] == ["graft.retention_summary"]
+    summary = findings[0]
+    assert "assumed" in summary.detail and "expert opinion" in summary.detail
+    assert "graft.expert-opinion" in summary.citations and summary.evidence in {"expert_opinion", "unverified"}
+    pred = predict_plan(_plan([inj] * 40), draws=200)
+    assert any(u.startswith("default_tunnel_length_mm: expert_opinion") for u in pred.unverified_parameters)
+
+
+def test_same_problem_at_many_injections_is_one_card() -> None:
+    bad = {"region": "cheek", "device": "needle", "volume_ml": 1.5, "bolus_ml": 0.3}
+    findings = graft_findings(_plan([bad] * 40))
+    rules = [f.rule for f in findings]
+    assert rules.count("graft.necrotic_core") == 1 and rules.count("graft.bolus_too_large") == 1
+    card = next(f for f in findings if f.rule == "graft.necrotic_core")
+    assert card.injection_index is None
+    assert card.summary.startswith("40 injections (0-39):")
+    assert "injection(s) 0-39 (cheek)" in card.detail
+    assert len(card.suggestions) == 1 and "bolus_ml" in card.suggestions[0].changes
+    # Different problems per injection are listed with their own numbers and suggestions.
+    mixed = graft_findings(_plan([bad, {**bad, "bolus_ml": 0.6}, {"region": "chin", "volume_ml": 1.0}, bad]))
+    necrotic = [f for f in mixed if f.rule == "graft.necrotic_core"]
+    assert len(necrotic) == 1 and necrotic[0].summary.startswith("3 injections (0-1, 3):")
+    assert "injection(s) 0, 3 (cheek)" in necrotic[0].detail and "injection(s) 1 (cheek)" in necrotic[0].detail
+    missing = [f for f in mixed if f.rule == "graft.geometry_missing"]
+    assert len(missing) == 1 and missing[0].injection_index == 2  # one injection: its own card
+
+
+def test_ranges_formatting() -> None:
+    from regenguide.simulate.plan import _ranges
+
+    assert _ranges([3, 0, 1, 2, 7, 9, 10, 11]) == "0-3, 7, 9-11"
+    assert _ranges([5]) == "5"
+
+
+def test_threaded_aliquot_suggestion_resolves_necrosis() -> None:
+    inj = {"region": "cheek", "device": "cannula", "volume_ml": 2.0, "bolus_ml": 0.5, "tunnel_length_mm": 20}
+    necrotic = [f for f in graft_findings(_plan([inj])) if f.rule == "graft.necrotic_core"]
+    assert necrotic and necrotic[0].injection_index == 0
+    ml = necrotic[0].suggestions[0].changes["bolus_ml"]
+    assert isinstance(ml, float) and ml < 0.5
+    fixed = graft_findings(_plan([{**inj, "bolus_ml": ml}]))
+    assert not [f for f in fixed if f.rule in {"graft.necrotic_core", "graft.bolus_too_large"}]
+
+
+def test_true_bolus_suggestion_resolves_necrosis_and_lobule_limit() -> None:
+    inj = {"region": "chin", "device": "needle", "volume_ml": 1.0, "bolus_ml": 0.3}
+    findings = graft_findings(_plan([inj]))
+    bolus = next(f for f in findings if f.rule == "graft.bolus_too_large")
+    ml = bolus.suggestions[0].changes["bolus_ml"]
+    assert isinstance(ml, float)
+    assert (3 * ml / (4 * math.pi)) ** (1 / 3) <= 0.2  # radius <= 2 mm (Khouri 2014)
+    fixed = graft_findings(_plan([{**inj, "bolus_ml": ml}]))
+    assert not [f for f in fixed if f.rule in {"graft.necrotic_core", "graft.bolus_too_large"}]
+
+
+def test_plan_deposits_match_single_deposit_simulation() -> None:
+    """The vectorised, cached plan evaluation equals one-deposit simulations (incl. perfusion and BMI)."""
+    from regenguide.simulate.retention import SimulationRequest, simulate
+
+    injections = [
+        {"region": "cheek", "volume_ml": 2.0, "passes": 4, "tunnel_length_mm": 30, "recipient_perfusion": perf}
+        for perf in ("low", "normal", "high")
+    ] + [{"region": "chin", "device": "needle", "volume_ml": 1.0, "bolus_ml": 0.2}]
+    pred = predict_plan(_plan(injections, patient={"bmi": 30}), draws=100)
+    for inj, p in zip(injections, pred.injections, strict=True):
+        assert p.geometry is not None and p.deposit_diameter_mm is not None
+        single = simulate(
+            SimulationRequest(
+                geometry=p.geometry,  # type: ignore[arg-type]
+                diameter_mm=p.deposit_diameter_mm,
+                obese=True,
+                perfusion=inj.get("recipient_perfusion"),  # type: ignore[arg-type]
+                draws=10,
+            )
+        )
+        assert p.predicted_retention == pytest.approx(single.predicted_retention, rel=1e-9)
+        assert p.critical_size_mm == pytest.approx(single.critical_size_mm, rel=1e-9)
+        assert p.necrotic_fraction == pytest.approx(single.zones.necrotic_fraction, abs=1e-12)
+
+
+def test_cached_and_uncached_evaluation_agree(kb) -> None:  # type: ignore[no-untyped-def]
+    from importlib import resources
+
+    import yaml
+
+    from regenguide.simulate.parameters import parse_graft_knowledge
+
+    path = resources.files("regenguide.kb") / "data" / "graft" / "parameters.yaml"
+    fresh = parse_graft_knowledge(yaml.safe_load(path.read_text(encoding="utf-8")))
+    assert fresh is not kb  # a separate knowledge object is never served from the cache
+    plan = facial_plan()
+    first = predict_plan(plan, draws=300)
+    again = predict_plan(plan, draws=300)
+    uncached = predict_plan(plan, draws=300, knowledge=fresh)
+    for other in (again, uncached):
+        assert other.predicted_retention == pytest.approx(first.predicted_retention, rel=1e-12)
+        assert other.retention_interval == pytest.approx(first.retention_interval, rel=1e-12)
+        assert [i.retention_interval for i in other.injections] == [i.retention_interval for i in first.injections]
+
+
+def test_plan_check_uses_a_smaller_monte_carlo_than_the_report(kb) -> None:  # type: ignore[no-untyped-def]
+    from regenguide.simulate.plan import CHECK_DRAWS, REPORT_DRAWS
+
+    assert CHECK_DRAWS < REPORT_DRAWS
+    inj = {"region": "cheek", "device": "cannula", "volume_ml": 0.5, "bolus_ml": 0.05}
+    plan = _plan([inj] * 20, patient={"bmi": 23})
+    report = predict_plan(plan)
+    assert report.draws == REPORT_DRAWS
+    check = next(f for f in graft_findings(plan) if f.rule == "graft.retention_summary")
+    # Nominal retention is the same; the check's interval comes from fewer draws but stays in Lv's range.
+    assert f"{100 * report.predicted_retention:.0f}%" in check.summary  # type: ignore[operator]
+    lv = kb.anchors["facial_retention"]
+    assert report.retention_interval is not None
+    assert lv.low <= report.retention_interval[0] < report.retention_interval[1] <= lv.high

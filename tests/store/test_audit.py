@@ -80,3 +80,60 @@ def test_cli_verify_exit_codes(engine: Any, db_url: str, monkeypatch: pytest.Mon
     assert bad.exit_code == 1
     assert "entry 4" in bad.output
     get_settings.cache_clear()
+
+
+def test_concurrent_appends_from_many_threads_form_one_chain(engine: Any) -> None:
+    """Writers in parallel (each its own transaction, one to three entries) queue on the head row: the
+    sequence has no gap or duplicate and the chain verifies (on SQLite through `BEGIN IMMEDIATE`, on
+    PostgreSQL through `SELECT … FOR UPDATE` of the head)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import select
+
+    from regenguide.store.models import AuditEntry
+
+    def write(i: int) -> int:
+        with transaction(engine) as db:
+            return append(db, [AuditRecord(username=f"u{i}", action="read", resource="patients", resource_id=i,
+                                           patient_id=j) for j in range(1 + i % 3)])
+
+    with ThreadPoolExecutor(12) as pool:
+        last_seqs = list(pool.map(write, range(120)))
+    expected = sum(1 + i % 3 for i in range(120))
+    assert len(set(last_seqs)) == 120 and max(last_seqs) == expected
+    with transaction(engine) as db:
+        seqs = list(db.execute(select(AuditEntry.seq).order_by(AuditEntry.seq)).scalars())
+        assert seqs == list(range(1, expected + 1))
+        result = verify(db)
+    assert result.ok and result.checked == expected
+
+
+def _append_in_own_process(db_url: str, worker: int, n: int) -> None:
+    """One server worker: its own engine (process, pool), appending n single-entry transactions."""
+    from regenguide.store.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        for i in range(n):
+            with transaction(engine) as db:
+                append(db, AuditRecord(username=f"w{worker}", action="read", resource="patients", resource_id=i))
+    finally:
+        engine.dispose()
+
+
+def test_appends_from_several_processes_form_one_chain(engine: Any, db_url: str) -> None:
+    """What several `regenguide serve` workers do: processes with their own engines append at once; the
+    chain has every entry once and verifies."""
+    import multiprocessing
+    import site
+    from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])  # so that the workers can import this test module
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn"), initializer=site.addsitedir,
+                             initargs=(root,)) as pool:
+        for f in [pool.submit(_append_in_own_process, db_url, w, 40) for w in range(3)]:
+            f.result()
+    with transaction(engine) as db:
+        result = verify(db)
+    assert result.ok and result.checked == 120

@@ -19,16 +19,32 @@ from regenguide.store.models import User
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
+def _read_session(request: Request) -> Session:
+    session: Session = request.app.state.read_sessions()
+    session.info["read_only"] = True
+    session.info["writer"] = request.app.state.sessions
+    return session
+
+
 def get_db(request: Request) -> Iterator[Session]:
     """A session per request. Routes commit explicitly when their work is complete; anything not
     committed (an error, a rejected request) is rolled back here, leaving the database as it was.
-    GET requests get a read session (`info["read_only"]`), whose audit entries go through `audit`."""
-    if request.method in ("GET", "HEAD"):
-        session: Session = request.app.state.read_sessions()
-        session.info["read_only"] = True
-        session.info["writer"] = request.app.state.sessions
-    else:
-        session = request.app.state.sessions()
+    GET requests get a read session (`info["read_only"]`), whose audit entries go through `audit`.
+    A write session opens its transaction (on SQLite: `BEGIN IMMEDIATE`, the write lock) at its first
+    statement, so a route should read and validate what it can before it starts writing."""
+    session = _read_session(request) if request.method in ("GET", "HEAD") else request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+def get_read_db(request: Request) -> Iterator[Session]:
+    """A read session whatever the method, for POST routes that only read patient data (the CDS Hooks
+    services): on SQLite a deferred transaction on a WAL snapshot, in parallel with other readers and
+    writers; its audit entries are appended by `audit` in a short write transaction of their own."""
+    session = _read_session(request)
     try:
         yield session
     finally:
@@ -37,6 +53,7 @@ def get_db(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
+ReadSessionDep = Annotated[Session, Depends(get_read_db)]
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,9 @@ class Principal:
         )
 
 
-def get_principal(request: Request, db: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+def get_principal(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+    """The user of the bearer token, looked up in a short read transaction of its own (never in the
+    request's session: on SQLite a write request would otherwise hold the write lock from here on)."""
     if not token:
         raise ProblemError(401, "Not authenticated", "a bearer token is required (POST /api/v1/auth/token)")
     try:
@@ -77,10 +96,14 @@ def get_principal(request: Request, db: SessionDep, token: Annotated[str | None,
         raise ProblemError(401, "Not authenticated", "the token has expired; log in again") from None
     except jwt.InvalidTokenError:
         raise ProblemError(401, "Not authenticated", "the token is not valid") from None
-    user = db.get(User, int(claims["sub"]))
-    if user is None or not user.active:
+    with request.app.state.read_sessions() as db:
+        user = db.get(User, int(claims["sub"]))
+        principal = None if user is None or not user.active else Principal(
+            user.id, user.username, user.role, permissions_for(user.role))
+        db.rollback()
+    if principal is None:
         raise ProblemError(401, "Not authenticated", "the user no longer exists or is disabled")
-    return Principal(user.id, user.username, user.role, permissions_for(user.role))
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]

@@ -16,9 +16,22 @@ where it does not (docs/cds-hooks.md):
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from collections.abc import Sequence
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from regenguide.domain.findings import Finding
 from regenguide.domain.plan import Injection, PlanDocument
@@ -132,11 +145,136 @@ class Feedback(BaseModel):
     feedback: list[FeedbackItem] = Field(min_length=1)
 
 
-# --- draft orders → plan document ----------------------------------------------------------------
 class DraftOrderError(ValueError):
     """A draft order cannot be read as an injection; the message names the order and field."""
 
 
+# --- draft orders: validation -------------------------------------------------------------------
+# Full FHIR validation of the Bundle with fhir.resources costs 10-16 ms for 40 orders (its validators run
+# in Python on every element), most of the order-sign call outside the plan check. The service reads only
+# the Bundle envelope and, in its own ServiceRequests, the elements listed in the module docstring, so it
+# validates exactly those against the FHIR R4 definitions (cardinality, datatypes, required value sets of
+# `Bundle.type`, `ServiceRequest.status` and `intent`, one `value[x]` per extension); the other elements of
+# a ServiceRequest must be R4 element names (taken from fhir.resources) and other resources of the Bundle
+# are the EHR's, not read and not checked beyond having a `resourceType`.
+_FHIR_CODE = r"^[^\s]+( [^\s]+)*$"
+_FHIR_ID = r"^[A-Za-z0-9\-\.]{1,64}$"
+FhirCode = Annotated[StrictStr, Field(pattern=_FHIR_CODE)]
+
+
+class _Element(BaseModel):
+    """A FHIR element of which only some children are read; the others are left to the sender."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _Coding(_Element):
+    system: StrictStr | None = None
+    code: FhirCode | None = None
+    display: StrictStr | None = None
+
+
+class _CodeableConcept(_Element):
+    coding: list[_Coding] = Field(default_factory=list)
+    text: StrictStr | None = None
+
+
+class _Reference(_Element):
+    reference: StrictStr | None = None
+    display: StrictStr | None = None
+
+
+class _Extension(_Element):
+    url: StrictStr = Field(min_length=1)
+    valueCode: FhirCode | None = None  # noqa: N815 - FHIR names
+    valueInteger: StrictInt | None = None  # noqa: N815
+    valueDecimal: StrictInt | StrictFloat | None = None  # noqa: N815
+    valueBoolean: StrictBool | None = None  # noqa: N815
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            values = [k for k in data if k.startswith("value")]
+            if len(values) > 1:
+                raise ValueError(f"an extension has at most one value[x], not {values}")
+            if values and "extension" in data:
+                raise ValueError("an extension has either a value[x] or nested extensions, not both")
+        return data
+
+
+class _ServiceRequest(_Element):
+    resourceType: Literal["ServiceRequest"]  # noqa: N815
+    id: Annotated[StrictStr, Field(pattern=_FHIR_ID)] | None = None
+    status: Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
+    intent: Literal["proposal", "plan", "directive", "order", "original-order", "reflex-order", "filler-order",
+                    "instance-order", "option"]
+    subject: _Reference
+    code: _CodeableConcept | None = None
+    bodySite: list[_CodeableConcept] = Field(default_factory=list)  # noqa: N815
+    reasonCode: list[_CodeableConcept] = Field(default_factory=list)  # noqa: N815
+    extension: list[_Extension] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_elements(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - _service_request_elements())
+            if unknown:
+                raise ValueError(f"not elements of a FHIR R4 ServiceRequest: {unknown}")
+        return data
+
+
+class _Resource(_Element):
+    resourceType: StrictStr = Field(min_length=1)  # noqa: N815
+
+
+class _Entry(_Element):
+    fullUrl: StrictStr | None = None  # noqa: N815
+    resource: _Resource | None = None
+
+
+class _Bundle(_Element):
+    resourceType: Literal["Bundle"]  # noqa: N815
+    type: Literal["document", "message", "transaction", "transaction-response", "batch", "batch-response",
+                  "history", "searchset", "collection"]
+    entry: list[_Entry] = Field(default_factory=list)
+
+
+@cache
+def _service_request_elements() -> frozenset[str]:
+    from fhir.resources.R4B.servicerequest import ServiceRequest
+
+    return frozenset({"resourceType"} | {f.alias or n for n, f in ServiceRequest.model_fields.items()})
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+def validate_draft_orders(draft_orders: Any) -> None:
+    """Refuse a `draftOrders` value that is not a FHIR R4 Bundle, or whose RegenGuide ServiceRequests
+    (those coded with `MODALITY_SYSTEM`) are not valid R4 in the elements RegenGuide reads."""
+    try:
+        _Bundle.model_validate(draft_orders)
+    except ValidationError as exc:
+        raise DraftOrderError(f"draftOrders is not a valid FHIR R4 Bundle: {_first_error(exc)}") from None
+    for index, entry in enumerate(draft_orders.get("entry", []) or []):
+        resource = entry.get("resource") or {}
+        if resource.get("resourceType") != "ServiceRequest" or not _code(resource.get("code"), MODALITY_SYSTEM):
+            continue
+        try:
+            _ServiceRequest.model_validate(resource)
+        except ValidationError as exc:
+            raise DraftOrderError(
+                f"draftOrders.entry.{index}: ServiceRequest {resource.get('id', index)} is not valid FHIR R4: "
+                f"{_first_error(exc)}"
+            ) from None
+
+
+# --- draft orders → plan document ----------------------------------------------------------------
 def _ext(resource: dict[str, Any], name: str) -> Any:
     for ext in resource.get("extension", []) or []:
         if ext.get("url") == EXT + name:
@@ -159,14 +297,9 @@ def _code(concepts: Any, system: str) -> str | None:
 def draft_orders_to_plan(draft_orders: dict[str, Any], patient: dict[str, Any] | None = None) -> PlanDocument | None:
     """Read the RegenGuide injections among an `order-sign` Bundle; None when there are none.
 
-    The Bundle is validated as FHIR R4 first (fhir.resources R4B), so a malformed order is refused
-    with the validator's message rather than half-read."""
-    from fhir.resources.R4B.bundle import Bundle
-
-    try:
-        Bundle.model_validate(draft_orders)
-    except Exception as exc:  # pydantic.ValidationError, but keep the message whatever the version raises
-        raise DraftOrderError(f"draftOrders is not a valid FHIR R4 Bundle: {str(exc).splitlines()[0]}") from None
+    The Bundle and the orders RegenGuide reads are validated first (`validate_draft_orders`), so a
+    malformed order is refused with a message naming the element rather than half-read."""
+    validate_draft_orders(draft_orders)
     requests = [
         e.get("resource", {})
         for e in draft_orders.get("entry", []) or []
@@ -228,44 +361,63 @@ _EXT_OF_FIELD = {
 
 
 def _updated_request(request: dict[str, Any], changes: dict[str, object]) -> dict[str, Any] | None:
-    """The draft order with a suggestion's changes applied, or None when a change has no FHIR home."""
-    resource = {**request, "extension": [dict(e) for e in request.get("extension", []) or []]}
+    """The draft order with a suggestion's changes applied, or None when a change has no FHIR home.
+    The order itself is not modified; the changed extensions replace their namesakes, at the end."""
+    added: list[dict[str, Any]] = []
     for field_name, value in changes.items():
         if field_name not in _EXT_OF_FIELD:
             return None
         name, value_key = _EXT_OF_FIELD[field_name]
-        resource["extension"] = [e for e in resource["extension"] if e.get("url") != EXT + name]
-        resource["extension"].append({"url": EXT + name, value_key: value})
-    return resource
+        added.append({"url": EXT + name, value_key: value})
+    replaced = {e["url"] for e in added}
+    kept = [e for e in request.get("extension", []) or [] if e.get("url") not in replaced]
+    return {**request, "extension": kept + added}
 
 
-def finding_to_card(finding: Finding, orders: list[dict[str, Any]] | None = None) -> Card:
-    suggestions: list[Suggestion] = []
+_OVERRIDE_CODINGS = tuple({"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS)
+_CARDS = TypeAdapter(list[Card])
+
+
+def _card_data(finding: Finding, orders: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The card of a finding as plain data (validated by the caller, all cards at once)."""
+    suggestions: list[dict[str, Any]] = []
     request = orders[finding.injection_index] if orders and finding.injection_index is not None else None
     for s in finding.suggestions:
-        actions: list[Action] = []
+        actions: list[dict[str, Any]] = []
         if request is not None and s.changes:
             updated = _updated_request(request, s.changes)
             if updated is not None:
-                actions.append(Action(type="update", description=s.label, resource=updated))
-        suggestions.append(Suggestion(label=s.label, uuid=str(uuid.uuid4()), actions=actions))
+                actions.append({"type": "update", "description": s.label, "resource": updated})
+        suggestions.append({"label": s.label, "uuid": str(uuid.uuid4()), "actions": actions})
     refs = ", ".join(finding.citations)
     detail = finding.detail + (f"\n\nCitations: {refs}" if refs else "")
     if finding.evidence:
         detail += f" (evidence: {finding.evidence})"
-    return Card(
-        uuid=str(uuid.uuid4()),
-        summary=finding.summary,
-        detail=detail,
-        indicator=finding.indicator.value,
-        source=CardSource(label=finding.source.label, url=finding.source.url, topic={
-            "system": "https://regenguide.org/fhir/CodeSystem/rule", "code": finding.rule,
-            "display": finding.rule}),
-        suggestions=suggestions or None,
-        selectionBehavior="at-most-one" if suggestions else None,
-        overrideReasons=[Coding(system=OVERRIDE_SYSTEM, code=c, display=d) for c, d in OVERRIDE_REASONS]
-        if finding.indicator.value == "critical" else None,
-    )
+    indicator = finding.indicator.value
+    card: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "summary": finding.summary,
+        "detail": detail,
+        "indicator": indicator,
+        "source": {"label": finding.source.label, "url": finding.source.url, "topic": {
+            "system": "https://regenguide.org/fhir/CodeSystem/rule", "code": finding.rule, "display": finding.rule}},
+    }
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "at-most-one"
+    if indicator == "critical":
+        card["overrideReasons"] = [dict(c) for c in _OVERRIDE_CODINGS]
+    return card
+
+
+def findings_to_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] | None = None) -> list[Card]:
+    """One card per finding, validated against the card schema in a single pass; `orders` (the draft
+    ServiceRequests, indexed like the plan's injections) turns suggestions into `update` actions."""
+    return _CARDS.validate_python([_card_data(f, orders) for f in findings])
+
+
+def finding_to_card(finding: Finding, orders: list[dict[str, Any]] | None = None) -> Card:
+    return findings_to_cards([finding], orders)[0]
 
 
 def service_requests(draft_orders: dict[str, Any]) -> list[dict[str, Any]]:

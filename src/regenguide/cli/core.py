@@ -60,6 +60,8 @@ def init() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="worker processes (default: one per CPU "
+                                                "core, at most 4; REGENGUIDE_WORKERS)")] = None,
 ) -> None:
     """Run the API server (migrating the database first)."""
     import uvicorn
@@ -70,8 +72,18 @@ def serve(
     engine = _engine()
     _init(engine)
     host, port = host or settings.host, port or settings.port
-    out.print(f"RegenGuide on [bold]http://{host}:{port}/[/]  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+    n = settings.model_copy(update={"workers": workers}).resolved_workers() if workers else settings.resolved_workers()
+    out.print(f"RegenGuide on [bold]http://{host}:{port}/[/]  (API docs: http://{host}:{port}/docs)"
+              + (f"  {n} workers" if n > 1 else ""))
+    if n == 1:
+        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+        return
+    # Each worker process builds the app from the same settings (environment). The signing key is made here,
+    # once, so that workers never race to create different keys (a token must be valid on every worker).
+    settings.resolved_secret_key()
+    engine.dispose()
+    uvicorn.run("regenguide.api.app:create_app", factory=True, workers=n, host=host, port=port,
+                log_level="warning")
 
 
 def demo(

@@ -172,6 +172,7 @@ def plan_cmd(
             f"  [{inj.index}] {inj.region} {inj.side}: {inj.geometry} {inj.deposit_diameter_mm:.2f} mm x "
             f"{inj.deposits:g}, retention {100 * inj.predicted_retention:.0f}% "
             f"({100 * lo:.0f}-{100 * hi:.0f}%)"
+            + (f"; {inj.note}" if inj.tunnel_length_assumed and inj.note else "")
         )
     if pred.predicted_retention is not None and pred.retention_interval is not None:
         lo, hi = pred.retention_interval
@@ -181,6 +182,9 @@ def plan_cmd(
         )
     for f in pred.findings:
         typer.echo(f"  {f.indicator.value:8s} {f.rule}: {f.summary} [{f.evidence}]")
+    typer.echo("  unverified / expert-opinion parameters:")
+    for item in pred.unverified_parameters:
+        typer.echo(f"    - {item}")
 
 
 @app.command("parameters")

@@ -9,13 +9,18 @@
   RegenGuide codings);
 - Consent per consent decision (permit/deny, research use as a nested provision, SHA-256 of the text);
 - BiologicallyDerivedProduct per product (the products module's `product_to_fhir` when it accepts the row,
-  so the identifier carries the ISBT 128 DIN system; custody events as processing steps);
+  so the identifier carries the ISBT 128 DIN system; the preparation record and the custody events as
+  processing steps; `parent` for aliquots);
 - Procedure per procedure (bodySite, performer, usedReference to the products, guidance);
+- Procedure per bedside administration (custody event `administered`, id `custody-{event id}`): the products
+  module's `administration_to_fhir`, with the recording user's Practitioner, the body sites of the performed
+  injections that used the product, `partOf` their procedure and `basedOn` the plan;
 - Encounter per follow-up visit; ImagingStudy per imaging row; Observation per observation (UCUM units);
 - AdverseEvent per adverse event (the outcomes module's mapping when the term is in its taxonomy).
 
 Every reference is relative (`Type/id`) and resolves inside the bundle: each entry's `fullUrl` is
-`{base}/{Type}/{id}`. Ids are the database ids (products: their identifier key).
+`{base}/{Type}/{id}`. Ids are the database ids (products: their identifier key). The rows are loaded with
+one query per table, so the cost does not grow with the number of products or administrations.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from regenguide.domain.plan import Modality
+from regenguide.products.custody import ProductSnapshot, ProductStatus
+from regenguide.products.din import DIN_SYSTEM_URI, LOCAL_SYSTEM_URI, IdScheme, ProductIdentifier
+from regenguide.products.fhir import UNRECORDED_PERFORMER, Preparation, administration_to_fhir, product_to_fhir
+from regenguide.products.preparation import parse_preparation
+from regenguide.products.recall import AdministrationRecord
 from regenguide.store import models as m
 
 BASE_URL = "https://regenguide.example.org/fhir"
@@ -134,6 +145,7 @@ def _bundle_dict(session: Session, patient_id: int, base: str) -> dict[str, Any]
     products = _all(session, m.BiologicProduct, m.BiologicProduct.patient_id == pid)
     product_ids = [p.id for p in products]
     custody = _all(session, m.CustodyEvent, m.CustodyEvent.product_id.in_(product_ids)) if product_ids else []
+    administrations = [ev for ev in custody if ev.event_type == "administered"]
     procedures = _all(session, m.Procedure, m.Procedure.patient_id == pid)
     proc_ids = [p.id for p in procedures]
     performed = (
@@ -153,11 +165,12 @@ def _bundle_dict(session: Session, patient_id: int, base: str) -> dict[str, Any]
         (consents, ("recorded_by",)),
         (procedures, ("performer_id",)),
         (observations, ("recorded_by",)),
+        (administrations, ("user_id",)),
     ):
         for row in rows:
             user_ids.update(v for a in attrs if (v := getattr(row, a)) is not None)
     users = _all(session, m.User, m.User.id.in_(sorted(user_ids))) if user_ids else []
-    known_users = {u.id for u in users}
+    users_by_id = {u.id: u for u in users}
 
     product_ref = {p.id: f"BiologicallyDerivedProduct/{_product_fhir_id(p)}" for p in products}
     prod_by_id = {p.id: p for p in products}
@@ -174,9 +187,18 @@ def _bundle_dict(session: Session, patient_id: int, base: str) -> dict[str, Any]
     by_product: dict[int, list[m.CustodyEvent]] = {}
     for ev in custody:
         by_product.setdefault(ev.product_id, []).append(ev)
+    used_in: dict[int, list[m.PerformedInjection]] = {}
+    for pinj in performed:
+        if pinj.product_id is not None:
+            used_in.setdefault(pinj.product_id, []).append(pinj)
+    snaps = {p.id: _snapshot(p, pid) for p in products}
 
     def practitioner(uid: int | None) -> dict[str, str] | None:
-        return {"reference": f"Practitioner/{uid}"} if uid is not None and uid in known_users else None
+        return {"reference": f"Practitioner/{uid}"} if uid is not None and uid in users_by_id else None
+
+    def practitioner_named(uid: int | None) -> dict[str, str] | None:
+        user = users_by_id.get(uid) if uid is not None else None
+        return None if user is None else {"reference": f"Practitioner/{uid}", "display": user.username}
 
     subject = {"reference": f"Patient/{pid}"}
     resources: list[dict[str, Any]] = [_patient(patient, site)]
@@ -204,10 +226,14 @@ def _bundle_dict(session: Session, patient_id: int, base: str) -> dict[str, Any]
     for c in consents:
         resources.append(_consent(c, subject, site, plan_ok=c.plan_id in plan_id_set))
     for prod in products:
-        resources.append(_product(prod, by_product.get(prod.id, []), pid, product_ref, plan_id_set))
+        resources.append(_product(prod, snaps[prod.id], by_product.get(prod.id, []), pid, product_ref, plan_id_set))
     for proc in procedures:
         resources.append(_procedure(proc, by_proc.get(proc.id, []), subject, practitioner(proc.performer_id),
                                     product_ref, prod_by_id, plan_ok=proc.plan_id in plan_id_set))
+    for ev in administrations:
+        prod = prod_by_id[ev.product_id]
+        resources.append(_administration(ev, prod, snaps[prod.id], subject, practitioner_named(ev.user_id),
+                                         used_in.get(prod.id, []), product_ref, plan_ok=prod.plan_id in plan_id_set))
     for v in visits:
         resources.append(_encounter(v, subject, site, proc_ok=v.procedure_id in proc_id_set))
     for s in studies:
@@ -423,12 +449,13 @@ def _product_fhir_id(p: m.BiologicProduct) -> str:
 
 def _product(
     p: m.BiologicProduct,
+    snap: ProductSnapshot | None,
     events: list[m.CustodyEvent],
     pid: int,
     product_ref: dict[int, str],
     plan_ids: set[int],
 ) -> dict[str, Any]:
-    resource = _product_via_products_module(p, pid)
+    resource = _product_via_products_module(p, snap)
     if resource is None:
         category = "fluid" if p.product_type == "prp" else "tissue" if p.product_type in (
             "microfat", "nanofat", "cal") else "cells"
@@ -477,28 +504,24 @@ def _custody_text(ev: m.CustodyEvent) -> str:
 
 
 def _identifier_system(scheme: str) -> str:
-    try:
-        from regenguide.products.din import DIN_SYSTEM_URI, LOCAL_SYSTEM_URI
-
-        return DIN_SYSTEM_URI if scheme == "isbt128" else LOCAL_SYSTEM_URI
-    except ImportError:  # pragma: no cover - the products module ships with the package
-        return "http://isbt128.org/uri/din" if scheme == "isbt128" else "urn:regenguide:local-product-id"
+    return DIN_SYSTEM_URI if scheme == "isbt128" else LOCAL_SYSTEM_URI
 
 
-def _product_via_products_module(p: m.BiologicProduct, pid: int) -> dict[str, Any] | None:
-    """The products module's mapping (`regenguide.products.fhir.product_to_fhir`), or None when it cannot
-    take this row (an identifier or status outside its vocabulary, or the module is absent)."""
+def _snapshot(p: m.BiologicProduct, pid: int) -> ProductSnapshot | None:
+    """The row as the products module sees it, or None when it cannot take this row (an identifier or
+    status outside its vocabulary). The structured identifier (`identifier_data`) is preferred: it keeps
+    flags and the parent division."""
     try:
-        from regenguide.domain.plan import Modality
-        from regenguide.products.custody import ProductSnapshot, ProductStatus
-        from regenguide.products.din import IdScheme, ProductIdentifier
-        from regenguide.products.fhir import product_to_fhir
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        value, _, division = p.identifier.partition("/")
-        ident = ProductIdentifier(scheme=IdScheme(p.identifier_scheme), value=value, division=division or "00")
-        snapshot = ProductSnapshot(
+        ident = None
+        if p.identifier_data:
+            try:
+                ident = ProductIdentifier.model_validate(p.identifier_data)
+            except ValueError:
+                ident = None
+        if ident is None or ident.key != p.identifier:
+            value, _, division = p.identifier.partition("/")
+            ident = ProductIdentifier(scheme=IdScheme(p.identifier_scheme), value=value, division=division or "00")
+        return ProductSnapshot(
             identifier=ident,
             product_type=Modality(p.product_type),
             patient_id=str(pid),
@@ -511,9 +534,101 @@ def _product_via_products_module(p: m.BiologicProduct, pid: int) -> dict[str, An
             kit_lots=[p.kit_lot] if p.kit_lot else [],
             reagent_lots=[p.reagent_lot] if p.reagent_lot else [],
         )
-        return product_to_fhir(snapshot).model_dump(mode="json", exclude_none=True)
     except (ValueError, TypeError):
         return None
+
+
+def _preparation(p: m.BiologicProduct) -> Preparation | None:
+    """The stored preparation record when it follows the products module's schema (its steps become
+    processing steps), else None (e.g. a summary imported from elsewhere)."""
+    if not p.preparation:
+        return None
+    try:
+        prep = parse_preparation(p.preparation)
+    except (ValueError, TypeError):
+        return None
+    return prep if prep.product_type == p.product_type else None
+
+
+def _product_via_products_module(p: m.BiologicProduct, snap: ProductSnapshot | None) -> dict[str, Any] | None:
+    """The products module's mapping (`regenguide.products.fhir.product_to_fhir`), or None when it cannot
+    take this row."""
+    if snap is None:
+        return None
+    try:
+        return product_to_fhir(snap, _preparation(p)).model_dump(mode="json", exclude_none=True)
+    except (ValueError, TypeError):
+        return None
+
+
+def _administration(
+    ev: m.CustodyEvent,
+    p: m.BiologicProduct,
+    snap: ProductSnapshot | None,
+    subject: dict[str, str],
+    performer: dict[str, str] | None,
+    injections: list[m.PerformedInjection],
+    product_ref: dict[int, str],
+    *,
+    plan_ok: bool,
+) -> dict[str, Any]:
+    """Procedure for one administration recorded at the bedside (custody event `administered`): the
+    products module's `administration_to_fhir`, with the performer's Practitioner, the sites of the
+    performed injections that used the product and `partOf` the procedure(s) they belong to."""
+    sites = _unique_sites(injections)
+    part_of = [f"Procedure/{x}" for x in dict.fromkeys(i.procedure_id for i in injections)]
+    based_on = [f"CarePlan/{p.plan_id}"] if plan_ok else []
+    admin_id = f"custody-{ev.id}"
+    at = _aware(ev.at)
+    assert at is not None
+    resource: dict[str, Any] | None = None
+    if snap is not None:
+        record = AdministrationRecord(
+            administration_id=admin_id, product_key=snap.key, product_type=snap.product_type,
+            patient_id=snap.patient_id, administered_at=at,
+            performer=(performer or {}).get("display") or UNRECORDED_PERFORMER,
+            volume_ml=p.volume_ml if p.volume_ml else None,
+        )
+        resource = administration_to_fhir(
+            record, snap, performer=performer, body_site=sites, part_of=part_of, based_on=based_on
+        ).model_dump(mode="json", exclude_none=True)
+    else:  # a row the products module cannot take: the same elements, from the row itself
+        resource = _clean({
+            "resourceType": "Procedure",
+            "id": admin_id,
+            "status": "completed",
+            "code": {"text": f"Administration of {'autologous ' if p.autologous else ''}{p.product_type}"},
+            "subject": subject,
+            "performedDateTime": _iso(at),
+            "performer": [{"actor": performer}] if performer else None,
+            "bodySite": sites,
+            "partOf": [{"reference": r} for r in part_of],
+            "basedOn": [{"reference": r} for r in based_on],
+        })
+    # The reference by bundle id and the product by its identifier (so the link survives outside the bundle).
+    resource["usedReference"] = [{
+        "reference": product_ref[p.id],
+        "identifier": {"system": _identifier_system(p.identifier_scheme), "value": p.identifier},
+    }]
+    notes = [*resource.get("note", [])]
+    if ev.location:
+        notes.append({"text": f"Administered at {ev.location}."})
+    if ev.note:
+        notes.append({"text": ev.note})
+    if notes:
+        resource["note"] = notes
+    return resource
+
+
+def _unique_sites(injections: Iterable[m.PerformedInjection]) -> list[dict[str, Any]]:
+    sites: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for inj in injections:
+        key = (inj.region, inj.side)
+        if key not in seen:
+            seen.add(key)
+            sites.append(_site_concept(inj.region, inj.side))
+    return sites
 
 
 def _procedure(
@@ -526,13 +641,7 @@ def _procedure(
     *,
     plan_ok: bool,
 ) -> dict[str, Any]:
-    sites: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
-    for inj in injections:
-        key = (inj.region, inj.side)
-        if key not in seen:
-            seen.add(key)
-            sites.append(_site_concept(inj.region, inj.side))
+    sites = _unique_sites(injections)
     used_ids = list(dict.fromkeys(i.product_id for i in injections if i.product_id in product_ref))
     # The product by reference and by identifier (the DIN or local id, so the link survives outside the bundle).
     used = [

@@ -4,12 +4,16 @@
   identifier, category, collection.source = the patient, processing steps from the preparation record,
   parent for aliquots, and the expiry carried in the R5 cross-version extension (R4 has no field for it).
 - `administration_to_fhir`: Procedure whose subject is the same patient as the product's
-  collection.source; a mismatch raises (chain of identity, never exported silently).
+  collection.source; a mismatch raises (chain of identity, never exported silently). The patient bundle
+  (`regenguide.interop.fhir`) passes the performer's Practitioner, the injection sites and the procedure
+  the administration belongs to (`partOf`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fhir.resources.R4B.biologicallyderivedproduct import BiologicallyDerivedProduct
 from fhir.resources.R4B.procedure import Procedure
@@ -29,6 +33,8 @@ from regenguide.products.recall import AdministrationRecord
 BASE_URL = "https://regenguide.example.org/fhir"  # fullUrl base, as in the patient bundle
 XVER_EXPIRATION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-BiologicallyDerivedProduct.expirationDate"
 PRODUCT_TYPE_SYSTEM = "urn:regenguide:product-type"
+#: `AdministrationRecord.performer` when nobody was recorded: no performer is exported for it.
+UNRECORDED_PERFORMER = "unrecorded"
 AVAILABLE = {ProductStatus.released, ProductStatus.issued, ProductStatus.returned}
 
 Preparation = PrpPreparation | FatPreparation | SvfPreparation | CalPreparation | CellTherapyPreparation
@@ -131,9 +137,24 @@ def product_to_fhir(snapshot: ProductSnapshot, preparation: Preparation | None =
     return BiologicallyDerivedProduct.model_validate(data)
 
 
-def administration_to_fhir(administration: AdministrationRecord, product: ProductSnapshot) -> Procedure:
+def administration_to_fhir(
+    administration: AdministrationRecord,
+    product: ProductSnapshot,
+    *,
+    performer: Mapping[str, str] | None = None,
+    body_site: Sequence[Mapping[str, Any]] = (),
+    part_of: Sequence[str] = (),
+    based_on: Sequence[str] = (),
+) -> Procedure:
     """Procedure for one administration; raises ChainOfIdentityError when the administration's patient
-    or product does not match the product record."""
+    or product does not match the product record.
+
+    `performer` is the actor Reference to use (e.g. the Practitioner of the same bundle); without it the
+    actor is `administration.performer` as display text, and no performer is written when that is
+    `UNRECORDED_PERFORMER`. `body_site` (CodeableConcepts) replaces the text-only site from
+    `administration.region`; `part_of` references the procedure(s) the administration belongs to and
+    `based_on` the plan (relative references such as ``Procedure/12`` and ``CarePlan/3``).
+    """
     if administration.patient_id != product.patient_id:
         raise ChainOfIdentityError(
             f"administration patient {administration.patient_id!r} is not the product's source patient "
@@ -143,13 +164,13 @@ def administration_to_fhir(administration: AdministrationRecord, product: Produc
         raise ChainOfIdentityError(
             f"administration of {administration.product_key} exported with product {product.key}"
         )
+    origin = "autologous " if product.autologous else ""
     data: dict[str, object] = {
         "id": fhir_id(administration.administration_id),
         "status": "completed",
-        "code": {"text": f"Administration of autologous {product.product_type.value}"},
+        "code": {"text": f"Administration of {origin}{product.product_type.value}"},
         "subject": {"reference": f"Patient/{administration.patient_id}"},
         "performedDateTime": administration.administered_at.isoformat(),
-        "performer": [{"actor": {"display": administration.performer}}],
         "usedReference": [
             {
                 "reference": f"BiologicallyDerivedProduct/{fhir_id(product.key)}",
@@ -157,8 +178,18 @@ def administration_to_fhir(administration: AdministrationRecord, product: Produc
             }
         ],
     }
-    if administration.region:
+    if performer is not None:
+        data["performer"] = [{"actor": dict(performer)}]
+    elif administration.performer != UNRECORDED_PERFORMER:
+        data["performer"] = [{"actor": {"display": administration.performer}}]
+    if body_site:
+        data["bodySite"] = [dict(site) for site in body_site]
+    elif administration.region:
         data["bodySite"] = [{"text": administration.region}]
+    if part_of:
+        data["partOf"] = [{"reference": ref} for ref in part_of]
+    if based_on:
+        data["basedOn"] = [{"reference": ref} for ref in based_on]
     if administration.volume_ml is not None:
         data["note"] = [{"text": f"volume administered: {administration.volume_ml:g} mL"}]
     return Procedure.model_validate(data)

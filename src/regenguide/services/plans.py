@@ -4,6 +4,7 @@ reasoned overrides of critical findings."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib import import_module
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from regenguide.cds.engine import Override, OverrideError, PlanCheckResult, apply_overrides, check_plan
 from regenguide.domain.findings import Finding
-from regenguide.domain.plan import Consent, PlanDocument
+from regenguide.domain.plan import Consent, PatientFacts, PlanDocument
 from regenguide.store import models as m
 
 if TYPE_CHECKING:
@@ -93,6 +94,38 @@ def enrich(db: Session, patient: m.Patient, plan_id: int | None, doc: PlanDocume
         }
     )
     return doc.model_copy(update={"patient": facts, "consent": consent_for(db, patient.id, plan_id)})
+
+
+@dataclass(frozen=True)
+class PatientContext:
+    """What a check of draft orders needs from a stored patient, as plain data (no ORM rows), so that
+    it can be read in one short read transaction and the check run after that transaction has ended."""
+
+    patient_id: int
+    facts: PatientFacts
+    consent: Consent
+    maps: list[VascularMap]
+
+
+def patient_context(db: Session, patient_id: int, on: date | None = None) -> PatientContext | None:
+    """The patient's age and sex, consent status and vascular maps; None when there is no such patient.
+    Reads only: callers audit the read."""
+    patient = db.get(m.Patient, patient_id)
+    if patient is None:
+        return None
+    facts = PatientFacts(age=_age(patient.birth_date, on or date.today()), sex=patient.sex)  # type: ignore[arg-type]
+    return PatientContext(patient.id, facts, consent_for(db, patient.id, None), patient_maps(db, patient.id))
+
+
+def check_in_context(plan: PlanDocument, context: PatientContext | None, today: date | None = None) -> PlanCheckResult:
+    """Check a plan (e.g. read from draft orders) for a stored patient: the patient's facts fill what the
+    document leaves out, the recorded consent replaces the document's, and the vascular maps add their
+    rules. Without a context, the check of the document alone. Pure: no database access."""
+    if context is None:
+        return check(plan, today)
+    given = plan.patient.model_dump(exclude_none=True, exclude_defaults=True)
+    facts = context.facts.model_copy(update=given) if given else context.facts
+    return check(plan.model_copy(update={"patient": facts, "consent": context.consent}), today, context.maps)
 
 
 def _injections(doc: PlanDocument) -> list[m.PlannedInjection]:

@@ -8,6 +8,8 @@ status and a machine code) for anything the caller must refuse.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ from regenguide.products.preparation import (
     SvfPreparation,
     parse_preparation,
 )
+from regenguide.products.recall import CSV_COLUMNS
 from regenguide.products.rules import HoldTime, load_facility_hold_times, load_hold_times
 from regenguide.store import models as m
 
@@ -410,6 +413,34 @@ def recall_rows(
     ]
 
 
+#: Columns of the recall CSV: the recall module's columns without the per-injection ones the custody log
+#: does not hold, plus the record number and the place of administration.
+RECALL_CSV_COLUMNS = [c for c in CSV_COLUMNS if c not in ("region", "volume_ml")] + [
+    "patient_record_number", "location",
+]
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection"; OWASP ASVS 5.0
+#: requirement 1.2.10 adds NUL). Such a cell is written with a leading single quote, so it shows as text.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\0")
+
+
+def spreadsheet_safe(value: object) -> str:
+    """The cell text, prefixed with ``'`` when it starts with a formula trigger (CSV injection guard)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def recall_csv(rows: list[dict[str, Any]]) -> str:
+    """The recall rows (`recall_rows`) as CSV (RFC 4180, header row, lots joined by ``;``), every cell
+    guarded against spreadsheet formula injection: locations, user names and lot numbers are free text."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(RECALL_CSV_COLUMNS)
+    for r in rows:
+        row = {**r, "kit_lots": ";".join(r["kit_lots"]), "reagent_lots": ";".join(r["reagent_lots"])}
+        writer.writerow([spreadsheet_safe(row.get(c)) for c in RECALL_CSV_COLUMNS])
+    return buf.getvalue()
+
+
 def product_fhir_bundle(db: Session, product: m.BiologicProduct) -> dict[str, Any]:
     """FHIR R4 (R4B models) collection Bundle: the product as BiologicallyDerivedProduct (with its
     preparation as processing steps) and each of its administrations as a Procedure whose subject is the
@@ -456,5 +487,5 @@ def label(db: Session, product: m.BiologicProduct, fmt: str) -> bytes:
 
 __all__ = [
     "IdScheme", "NewProduct", "ProductError", "bedside", "divide_product", "label", "product_fhir_bundle",
-    "recall_rows", "record_event", "register_product", "snapshot",
+    "recall_csv", "recall_rows", "record_event", "register_product", "snapshot",
 ]

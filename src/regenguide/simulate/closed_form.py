@@ -13,9 +13,18 @@ A larger deposit has an anoxic core of radius rho where C = dC/dr = 0, and for r
     sphere    C = (Q/D) (r - rho)^2 (r + 2 rho) / (6 r)
 
 with rho fixed by C(R) = C0. These are RegenGuide's own derivations ([D] in the research notes), checked
-against the numerical solver in tests. Roots are found by vectorised bisection (monotone functions, no
-derivative singularity at rho -> 0, which Newton's method would have); SciPy's scalar root finders are not
-vectorised over many deposits and draws, which is what the Monte Carlo needs.
+against the numerical solver in tests. The roots have explicit solutions, evaluated elementwise (so thousands
+of deposits and Monte Carlo draws cost one pass of array arithmetic):
+
+* sphere: with x = rho/R and s = (R_c/R)^2, (1-x)^2 (1+2x) = s is a cubic with the trigonometric root
+  x = 1/2 + cos((arccos(2s-1) - 2 pi)/3); a threshold radius r >= rho solves the depressed cubic
+  r^3 - 3u r + 2 rho^3 = 0 (u = rho^2 + 2a, a = C_threshold D/Q), r = 2 sqrt(u) cos(arccos(-rho^3/u^1.5)/3);
+* cylinder: with y = (rho/R)^2, 1 - y + y ln y = s gives y = exp(1 + W_-1((s-1)/e)) (Lambert W, lower
+  branch); a threshold radius solves x - ln x = 1 + 4a/rho^2 with x = (r/rho)^2, x = -W_-1(-exp(-b)),
+  solved for x - 1 with log1p where 4a/rho^2 is small.
+
+Each is polished by two Newton steps (round-off near the branch points), and tests compare them with a
+scalar bracketing root finder.
 """
 
 from __future__ import annotations
@@ -26,7 +35,6 @@ import numpy as np
 
 Geometry = Literal["slab", "cylinder", "sphere"]
 GEOMETRY_EXPONENT: dict[str, int] = {"slab": 0, "cylinder": 1, "sphere": 2}
-_ITERATIONS = 48  # bisection halvings: relative precision 2^-48 ~ 4e-15
 
 
 def exponent(geometry: str) -> int:
@@ -52,16 +60,45 @@ def _g(m: int, r: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return (r - rho) ** 2 * (r + 2.0 * rho) / (6.0 * r)
 
 
-def _bisect_increasing(func, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Root of an increasing function on [lo, hi], elementwise."""
-    lo = lo.copy()
-    hi = hi.copy()
-    for _ in range(_ITERATIONS):
-        mid = 0.5 * (lo + hi)
-        above = func(mid) > 0
-        hi = np.where(above, mid, hi)
-        lo = np.where(above, lo, mid)
-    return 0.5 * (lo + hi)
+def _core_fraction_cylinder(s: np.ndarray) -> np.ndarray:
+    """y = (rho/R)^2 solving 1 - y + y ln y = s, 0 < s < 1 (s = (R_c/R)^2)."""
+    from scipy.special import lambertw
+
+    arg = np.clip((s - 1.0) / np.e, -1.0 / np.e, 0.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        w = lambertw(arg, -1).real
+        y = np.where(np.isfinite(w), np.exp(1.0 + w), 0.0)
+        for _ in range(2):  # Newton on h(y) = 1 - y + y ln y - s, h'(y) = ln y (skip where h' ~ 0)
+            ln_y = np.log(np.where(y > 0, y, 1.0))
+            step = np.where((y > 0) & (np.abs(ln_y) > 1e-6), (1.0 - y + y * ln_y - s) / ln_y, 0.0)
+            y = np.clip(y - step, 0.0, 1.0)
+    return y
+
+
+def _threshold_excess_cylinder(delta: np.ndarray) -> np.ndarray:
+    """t = x - 1 >= 0 solving t - log1p(t) = delta (i.e. x - ln x = 1 + delta, x = (r/rho)^2).
+
+    Start from the lower Lambert-W branch, x = -W_-1(-exp(-1 - delta)), or, where delta is small (W loses
+    precision next to its branch point) or large (exp underflows), from the series sqrt(2 delta) + 2 delta/3
+    or the asymptote delta + ln(1 + delta); then Newton steps on t - log1p(t) - delta (derivative
+    t / (1 + t)), which stay accurate for small t."""
+    from scipy.special import lambertw
+
+    delta = np.maximum(delta, 0.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        mid = (delta > 1e-2) & (delta < 600.0)
+        w = lambertw(-np.exp(-1.0 - np.where(mid, delta, 1.0)), -1).real
+        t = np.where(
+            mid,
+            -w - 1.0,
+            np.where(delta <= 1e-2, np.sqrt(2.0 * delta) + 2.0 * delta / 3.0, delta + np.log1p(delta)),
+        )
+        t = np.where(np.isfinite(t) & (t >= 0), t, np.sqrt(2.0 * delta))
+        for _ in range(3):
+            fp = t / (1.0 + t)
+            step = np.where(fp > 0, (t - np.log1p(t) - delta) / np.where(fp > 0, fp, 1.0), 0.0)
+            t = np.maximum(t - step, 0.5 * t)
+    return t
 
 
 def anoxic_core_radius(
@@ -79,11 +116,17 @@ def anoxic_core_radius(
     if not np.any(core):
         return rho
     r_c, k_c, c_c = radius[core], k[core], c0_[core]
+    s = (rc[core] / r_c) ** 2
     if m == 0:
         rho[core] = r_c - np.sqrt(2.0 * c_c / k_c)
+    elif m == 1:
+        rho[core] = r_c * np.sqrt(_core_fraction_cylinder(s))
     else:
-        # C(R; rho) decreases with rho; find rho with k*g(R, rho) = C0, i.e. increasing in -rho.
-        rho[core] = _bisect_increasing(lambda x: c_c - k_c * _g(m, r_c, x), np.zeros_like(r_c), r_c.copy())
+        x = 0.5 + np.cos((np.arccos(np.clip(2.0 * s - 1.0, -1.0, 1.0)) - 2.0 * np.pi) / 3.0)
+        for _ in range(2):  # Newton on (1-x)^2 (1+2x) - s, derivative 6x(x-1)
+            d = 6.0 * x * (x - 1.0)
+            x = np.where(np.abs(d) > 1e-9, x - ((1 - x) ** 2 * (1 + 2 * x) - s) / np.where(d == 0, 1.0, d), x)
+        rho[core] = r_c * np.clip(x, 0.0, 1.0)
     return rho
 
 
@@ -108,10 +151,14 @@ def threshold_radius(
     if np.any(core):
         r_c, rho_c, k_c, c0_c, ct_c = radius[core], rho[core], k[core], c0[core], ct[core]
         ct_c = np.clip(ct_c, 0.0, c0_c)
+        a = ct_c / k_c
         if m == 0:
-            res = rho_c + np.sqrt(2.0 * ct_c / k_c)
+            res = rho_c + np.sqrt(2.0 * a)
+        elif m == 1:
+            res = rho_c * np.sqrt(1.0 + _threshold_excess_cylinder(4.0 * a / rho_c**2))
         else:
-            res = _bisect_increasing(lambda x: k_c * _g(m, x, rho_c) - ct_c, rho_c.copy(), r_c.copy())
+            u = rho_c**2 + 2.0 * a
+            res = 2.0 * np.sqrt(u) * np.cos(np.arccos(np.clip(-(rho_c**3) / u**1.5, -1.0, 1.0)) / 3.0)
         out[core] = np.clip(res, rho_c, r_c)
     return np.where(ct >= c0, radius, out)
 

@@ -46,6 +46,7 @@ REQUIRED = (
     "critical_ifp_mmhg",
     "capacity_fraction",
     "fan_width_over_tunnel_length",
+    "default_tunnel_length_mm",
     "session_interval_days",
     "max_thread_diameter_mm",
     "max_lobule_radius_mm",

@@ -1,28 +1,45 @@
 """Graft simulation of a fat-grafting plan (`regenguide.plan/1`): per-injection deposit geometry, predicted
 retention with uncertainty, recommendations towards a target retained volume, and plan-check findings.
 
-Geometry of an injection:
-* `bolus_ml` given: spherical boluses of that volume (volume / bolus_ml of them);
-* `passes` and `tunnel_length_mm` given: one cylindrical strand per pass, of cross-section
-  volume / (passes x tunnel length);
-* with a recipient thickness, the passes share the bed's cross-section (fan width x thickness); strands whose
-  share is narrower than their diameter coalesce into a layer, modelled as a slab of thickness
+Geometry of an injection (one deposit shape per injection; strands are cylinders, boluses spheres):
+* `passes` and `tunnel_length_mm` given: one strand per pass, of cross-section volume / (passes x length);
+* a cannula with an aliquot (`bolus_ml`) or `passes` but no `passes`+`tunnel_length_mm` pair: the fat is
+  threaded retrograde along the tunnel as the cannula is withdrawn (Coleman technique; threads, Carpaneda
+  1992; microribbons, Khouri 2014), so each aliquot (or volume / passes) is a strand along the tunnel;
+  without `tunnel_length_mm` the knowledge base's `default_tunnel_length_mm` is used, an explicitly
+  labelled assumption (expert opinion) that the prediction reports (`tunnel_length_assumed`). A "strand"
+  shorter than it is thick is a compact deposit and is modelled as a sphere;
+* `bolus_ml` with a needle or no device given: a true bolus, spheres of that volume (volume / bolus_ml);
+* with a recipient thickness, the strands share the bed's cross-section (fan width x thickness); strands
+  whose share is narrower than their diameter coalesce into a layer, modelled as a slab of thickness
   volume / (tunnel length x fan width) (Khouri 2014: crowding lets droplets coalesce).
 Recipient capacity: bed volume = tunnel length x fan width x recipient thickness; capacity =
 capacity_fraction x bed volume is the graft volume taken to raise interstitial pressure to the critical
 9 mmHg (Khouri 2014). The fan width and the capacity fraction are expert opinion (labelled so in the output).
+
+Speed: deposits are deduplicated and evaluated together per geometry (closed form, vectorised over deposits
+and Monte Carlo draws); each deposit's result is cached by its parameter set (geometry, size, perfusion,
+patient, modality, processing, draws, seed), so re-checking an edited plan recomputes only the changed
+injections. The plan check (`graft_findings`) uses `CHECK_DRAWS` draws; the detailed report
+(`predict_plan`, `regenguide graft plan`) uses 2,000 by default.
+
+Findings are aggregated: a problem found at one injection is a card for that injection (with its own
+actionable suggestion); the same problem at several injections is one card listing them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from regenguide.domain.findings import Finding, Indicator, Source, Suggestion
-from regenguide.domain.plan import FAT_MODALITIES, Injection, Modality, PlanDocument
+from regenguide.domain.findings import INDICATOR_RANK, Finding, Indicator, Source, Suggestion
+from regenguide.domain.plan import FAT_MODALITIES, Device, Injection, Modality, PlanDocument
 from regenguide.kb.references import EvidenceLabel, resolve
 from regenguide.simulate import closed_form as cf
 from regenguide.simulate.parameters import (
@@ -38,6 +55,11 @@ from regenguide.simulate.retention import DISCLAIMER, closed_form_zones, retaine
 
 SOURCE = Source(label="RegenGuide graft survival simulator")
 
+#: Monte Carlo draws of the plan check (CDS Hooks path); the detailed report defaults to 2,000.
+CHECK_DRAWS = 200
+REPORT_DRAWS = 2000
+_CACHE_SIZE = 4096
+
 CITE_ZONES = ["graft.eto-2012", "graft.carpaneda-1993", "graft.khouri-2014-diffusion"]
 CITE_MODEL = CITE_ZONES + [
     "graft.pasarica-2009",
@@ -52,6 +74,7 @@ CITE_CAPACITY = [
     "graft.carpaneda-1992",
     "graft.expert-opinion",
 ]
+CITE_THREAD = ["graft.carpaneda-1992", "graft.khouri-2014-diffusion", "graft.expert-opinion"]
 
 
 class Recommendation(BaseModel):
@@ -62,6 +85,9 @@ class Recommendation(BaseModel):
     )
     max_strand_diameter_mm: float
     max_bolus_ml: float
+    max_ml_per_pass: float | None = Field(
+        default=None, description="largest aliquot one retrograde pass may thread along the tunnel"
+    )
     expected_retention: float = Field(description="retention with the recommended geometry")
     target_retained_ml: float | None = None
     inject_ml: float | None = Field(default=None, description="volume to inject to retain the target")
@@ -80,6 +106,10 @@ class InjectionPrediction(BaseModel):
         default=None, description="strand/bolus diameter or layer thickness"
     )
     deposits: float | None = Field(default=None, description="number of strands (passes) or boluses")
+    tunnel_length_mm: float | None = Field(default=None, description="strand length used (strands only)")
+    tunnel_length_assumed: bool = Field(
+        default=False, description="the plan gave no tunnel length: the knowledge-base assumption was used"
+    )
     critical_size_mm: float | None = None
     volume_ml: float | None = None
     predicted_retention: float | None = None
@@ -114,10 +144,15 @@ class PlanPrediction(BaseModel):
     disclaimer: str = DISCLAIMER
 
 
-def weakest_evidence(citations: list[str]) -> str:
-    refs = resolve(citations, "graft findings")
+@lru_cache(maxsize=256)
+def _weakest(citations: tuple[str, ...]) -> str:
+    refs = resolve(list(citations), "graft findings")
     worst = max((r.evidence for r in refs), key=lambda e: EVIDENCE_RANK[e], default=EvidenceLabel.verified)
     return worst.value
+
+
+def weakest_evidence(citations: list[str]) -> str:
+    return _weakest(tuple(citations))
 
 
 def _finding(
@@ -131,6 +166,7 @@ def _finding(
 ) -> Finding:
     if len(summary) > 139:
         summary = summary[:136] + "..."
+    citations = list(dict.fromkeys(citations))
     return Finding(
         rule=f"graft.{rule}",
         indicator=indicator,
@@ -149,12 +185,20 @@ def _is_obese(plan: PlanDocument, kb: GraftKnowledge) -> bool:
     return bmi is not None and bmi >= kb.value("overweight_bmi")
 
 
+# ----------------------------------------------------------------------------------------------------
+# Deposit geometry
+# ----------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Deposit:
     geometry: str
     radius_cm: float  # strand/bolus radius or half the layer thickness
     count: float  # strands (passes) or boluses
     coalesced: bool = False
+    threaded: bool = False  # laid along a tunnel (strands, or a layer of strands)
+    tunnel_length_mm: float | None = None
+    tunnel_length_assumed: bool = False
 
 
 def _deposit(inj: Injection, kb: GraftKnowledge) -> Deposit | None:
@@ -162,25 +206,42 @@ def _deposit(inj: Injection, kb: GraftKnowledge) -> Deposit | None:
     volume = inj.volume_ml
     if not volume:
         return None
-    fan = kb.value("fan_width_over_tunnel_length")
-    if inj.bolus_ml:
+    cannula = inj.device is Device.cannula
+    length_mm = inj.tunnel_length_mm
+    assumed = False
+    if inj.passes and length_mm:
+        per_strand = volume / inj.passes
+    elif cannula and (inj.bolus_ml or inj.passes):
+        # Retrograde threading: each aliquot (or volume / passes) is laid along one tunnel.
+        per_strand = volume / inj.passes if inj.passes else min(float(inj.bolus_ml or volume), volume)
+        if length_mm is None:
+            length_mm = kb.value("default_tunnel_length_mm")
+            assumed = True
+    elif inj.bolus_ml:
         radius = (3.0 * inj.bolus_ml / (4.0 * math.pi)) ** (1.0 / 3.0)
         return Deposit("sphere", radius, volume / inj.bolus_ml)
-    if inj.passes and inj.tunnel_length_mm:
-        length = inj.tunnel_length_mm / 10.0
-        area = volume / (inj.passes * length)
-        radius = math.sqrt(area / math.pi)
-        width = fan * length
-        if inj.recipient_thickness_mm:
-            # Passes spread over the bed's cross-section (fan width x thickness, several planes): each strand
-            # owns a square cell; strands touch when the cell side is below their diameter (graft fraction
-            # above pi/4).
-            spacing = math.sqrt(width * inj.recipient_thickness_mm / 10.0 / inj.passes)
-            if spacing < 2.0 * radius:
-                thickness = volume / (length * width)
-                return Deposit("slab", thickness / 2.0, 1.0, coalesced=True)
-        return Deposit("cylinder", radius, float(inj.passes))
-    return None
+    else:
+        return None
+    count = volume / per_strand
+    length = length_mm / 10.0
+    radius = math.sqrt(per_strand / (math.pi * length))
+    if length < 2.0 * radius:
+        # Shorter than it is thick: a compact deposit rather than a strand.
+        sphere = (3.0 * per_strand / (4.0 * math.pi)) ** (1.0 / 3.0)
+        return Deposit("sphere", sphere, count, threaded=True, tunnel_length_mm=length_mm,
+                       tunnel_length_assumed=assumed)
+    if inj.recipient_thickness_mm:
+        # Strands spread over the bed's cross-section (fan width x thickness, several planes): each strand
+        # owns a square cell; strands touch when the cell side is below their diameter (graft fraction
+        # above pi/4).
+        width = kb.value("fan_width_over_tunnel_length") * length
+        spacing = math.sqrt(width * inj.recipient_thickness_mm / 10.0 / count)
+        if spacing < 2.0 * radius:
+            thickness = volume / (length * width)
+            return Deposit("slab", thickness / 2.0, 1.0, coalesced=True, threaded=True,
+                           tunnel_length_mm=length_mm, tunnel_length_assumed=assumed)
+    return Deposit("cylinder", radius, count, threaded=True, tunnel_length_mm=length_mm,
+                   tunnel_length_assumed=assumed)
 
 
 def _survival_radius(geometry: str, p: ModelParameters) -> float:
@@ -191,12 +252,149 @@ def _survival_radius(geometry: str, p: ModelParameters) -> float:
     return math.sqrt(max(2.0 * (m + 1) * p.diffusivity_cm2_s * dc / p.consumption_mol_cm3_s, 0.0))
 
 
+# ----------------------------------------------------------------------------------------------------
+# Vectorised, cached evaluation of deposits
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """Plan-level inputs shared by every deposit of the plan."""
+
+    obese: bool
+    modality: str
+    processing: str
+    draws: int
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class _DepositResult:
+    survival: float
+    regenerating: float
+    necrotic: float
+    retention: float  # nominal parameters
+    critical_size_mm: float
+    draws: np.ndarray = field(repr=False)  # retained fraction per Monte Carlo draw (read-only)
+
+
+_Key = tuple[str, float, str, _Setting]
+_results: OrderedDict[_Key, _DepositResult] = OrderedDict()
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=32)
+def _sampled(draws: int, seed: int | None, obese: bool) -> dict[str, np.ndarray]:
+    out = sample_parameters(draws, seed=seed, obese=obese)
+    for arr in out.values():
+        arr.setflags(write=False)
+    return out
+
+
+def _draws_for(setting: _Setting, kb: GraftKnowledge, default_kb: bool) -> dict[str, np.ndarray]:
+    if default_kb and setting.seed is not None:
+        return _sampled(setting.draws, setting.seed, setting.obese)
+    return sample_parameters(setting.draws, seed=setting.seed, knowledge=kb, obese=setting.obese)
+
+
+def _evaluate(keys: list[_Key], kb: GraftKnowledge) -> dict[_Key, _DepositResult]:
+    """Results for every key; uncached keys are computed together, one vectorised call per geometry."""
+    default_kb = kb is load_graft_knowledge()
+    cacheable = default_kb and all(k[3].seed is not None for k in keys)
+    out: dict[_Key, _DepositResult] = {}
+    missing: list[_Key] = []
+    with _lock:
+        for key in dict.fromkeys(keys):
+            hit = _results.get(key) if cacheable else None
+            if hit is None:
+                missing.append(key)
+            else:
+                _results.move_to_end(key)
+                out[key] = hit
+    groups: dict[tuple[str, _Setting], list[_Key]] = {}
+    for key in missing:
+        groups.setdefault((key[0], key[3]), []).append(key)
+    for (geometry, setting), group in groups.items():
+        sampled = _draws_for(setting, kb, default_kb)
+        radii = np.array([k[1] for k in group])
+        factor = np.array([kb.perfusion_po2_factor[k[2]].value for k in group])  # type: ignore[index]
+        nanofat = setting.modality == Modality.nanofat.value
+        # Monte Carlo: draws (rows) x deposits (columns), parameters shared across deposits per draw.
+        col = {name: v[:, None] for name, v in sampled.items()}
+        col["boundary_po2_mmhg"] = col["boundary_po2_mmhg"] * factor[None, :]
+        zones = closed_form_zones(geometry, radii[None, :], col)
+        mult = take_multiplier(setting.modality, setting.processing, col["cal_retention_factor"], kb)
+        retained = retained_fraction(
+            zones["fractions"],
+            take_survival=col["take_survival"],
+            take_regenerating=col["take_regenerating"],
+            multiplier=mult,
+            nanofat=nanofat,
+        )
+        # Nominal parameters (the perfusion factor multiplies the bed pO2, as in nominal_parameters).
+        p = nominal_parameters(kb, obese=setting.obese)
+        nominal = {name: np.full(len(group), getattr(p, name)) for name in ModelParameters.__dataclass_fields__}
+        nominal["boundary_po2_mmhg"] = p.boundary_po2_mmhg * factor
+        zn = closed_form_zones(geometry, radii, nominal)
+        fr = zn["fractions"]
+        ret_nominal = retained_fraction(
+            fr,
+            take_survival=p.take_survival,
+            take_regenerating=p.take_regenerating,
+            multiplier=take_multiplier(setting.modality, setting.processing, p.cal_retention_factor, kb),
+            nanofat=nanofat,
+        )
+        critical = 2.0 * cf.critical_radius(  # diameter, cm
+            geometry, p.diffusivity_cm2_s, p.solubility_mol_cm3_mmhg * nominal["boundary_po2_mmhg"],
+            p.consumption_mol_cm3_s,
+        )
+        for j, key in enumerate(group):
+            column = np.ascontiguousarray(retained[:, j])
+            column.setflags(write=False)
+            out[key] = _DepositResult(
+                survival=float(fr["survival"][j]),
+                regenerating=float(fr["regenerating"][j]),
+                necrotic=float(fr["necrotic"][j]),
+                retention=float(ret_nominal[j]),
+                critical_size_mm=float(10.0 * critical[j]),
+                draws=column,
+            )
+    if cacheable and missing:
+        with _lock:
+            for key in missing:
+                _results[key] = out[key]
+            while len(_results) > _CACHE_SIZE:
+                _results.popitem(last=False)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _nominal_retention(geometry: str, radius_cm: float, p: ModelParameters, mult: float, nanofat: bool) -> float:
+    zones = closed_form_zones(geometry, radius_cm, p)
+    return float(
+        np.asarray(
+            retained_fraction(
+                zones["fractions"],
+                take_survival=p.take_survival,
+                take_regenerating=p.take_regenerating,
+                multiplier=mult,
+                nanofat=nanofat,
+            )
+        ).reshape(-1)[0]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prediction
+# ----------------------------------------------------------------------------------------------------
+
+
 def predict_plan(
     plan: PlanDocument,
     *,
     target_retained_ml: float | None = None,
     processing: str = "unspecified",
-    draws: int = 2000,
+    draws: int = REPORT_DRAWS,
     interval: float = 0.90,
     seed: int | None = 0,
     knowledge: GraftKnowledge | None = None,
@@ -213,96 +411,71 @@ def predict_plan(
         raise ValueError(f"unknown processing {processing!r}; use one of {sorted(kb.processing)}")
     modality = plan.modality.value
     obese = _is_obese(plan, kb)
-    sampled = sample_parameters(draws, seed=seed, knowledge=kb, obese=obese)
-    mult_draw = np.broadcast_to(
-        take_multiplier(modality, processing, sampled["cal_retention_factor"], kb), (draws,)
-    )
-    mult_draw = mult_draw[:, None]
     nanofat = plan.modality is Modality.nanofat
-    findings: list[Finding] = []
+    setting = _Setting(obese, modality, processing, draws, seed)
+    issues: list[_Issue] = []
     predictions: list[InjectionPrediction] = []
     deposits: list[tuple[int, Deposit, str]] = []
     for i, inj in enumerate(plan.injections):
-        pred = InjectionPrediction(index=i, region=inj.region, side=inj.side.value, volume_ml=inj.volume_ml)
+        predictions.append(
+            InjectionPrediction(index=i, region=inj.region, side=inj.side.value, volume_ml=inj.volume_ml)
+        )
         dep = _deposit(inj, kb)
         if dep is None:
-            pred.note = "not simulated: give volume_ml and either bolus_ml or passes with tunnel_length_mm"
-            findings.append(
-                _finding(
+            predictions[i].note = (
+                "not simulated: give volume_ml and either bolus_ml, passes with tunnel_length_mm, or a "
+                "cannula with bolus_ml or passes"
+            )
+            issues.append(
+                _Issue(
                     "geometry_missing",
                     Indicator.info,
-                    f"Injection {i} ({inj.region}): graft retention not predicted (no deposit geometry)",
-                    "The simulator needs volume_ml and either bolus_ml, or passes and tunnel_length_mm, to "
-                    "derive "
-                    "the strand or bolus size.",
-                    CITE_ZONES,
                     i,
+                    inj.region,
+                    "graft retention not predicted (no deposit geometry)",
+                    "graft retention not predicted (no deposit geometry)",
+                    "The simulator needs volume_ml and either bolus_ml, passes with tunnel_length_mm, or a "
+                    "cannula with bolus_ml or passes, to derive the strand or bolus size.",
+                    CITE_ZONES,
                 )
             )
         else:
             deposits.append((i, dep, inj.recipient_perfusion or "normal"))
-        predictions.append(pred)
 
-    # Monte Carlo over all deposits at once: one column per deposit, grouped by geometry (at most 3 groups).
-    retained_draws = np.zeros((draws, len(plan.injections)))
-    volumes = np.array([inj.volume_ml or 0.0 for inj in plan.injections])
-    for geometry in ("cylinder", "sphere", "slab"):
-        group = [(i, d, perf) for i, d, perf in deposits if d.geometry == geometry]
-        if not group:
-            continue
-        idx = np.array([i for i, _, _ in group])
-        radii = np.array([d.radius_cm for _, d, _ in group], dtype=float)[None, :]
-        factor = np.array([kb.perfusion_po2_factor[perf].value for _, _, perf in group])[None, :]  # type: ignore[index]
-        col = {k: v[:, None] for k, v in sampled.items()}
-        col["boundary_po2_mmhg"] = col["boundary_po2_mmhg"] * factor
-        zones = closed_form_zones(geometry, radii, col)
-        retained_draws[:, idx] = retained_fraction(
-            zones["fractions"],
-            take_survival=col["take_survival"],
-            take_regenerating=col["take_regenerating"],
-            multiplier=mult_draw,
-            nanofat=nanofat,
-        )
-
-    tail = 100 * (1 - interval) / 2
-    planned_total = float(volumes.sum())
+    keys: list[_Key] = [(dep.geometry, dep.radius_cm, perf, setting) for _, dep, perf in deposits]
+    results = _evaluate(keys, kb)
     simulated_idx = [i for i, _, _ in deposits]
+    volumes = np.array([inj.volume_ml or 0.0 for inj in plan.injections])
+    tail = 100 * (1 - interval) / 2
+    matrix = np.column_stack([results[k].draws for k in keys]) if keys else np.zeros((draws, 0))
+    per_injection = np.percentile(matrix, [tail, 100 - tail], axis=0) if keys else np.zeros((2, 0))
+    planned_total = float(volumes.sum())
     share = {i: float(volumes[i] / planned_total) if planned_total else 0.0 for i in simulated_idx}
-    for i, dep, perf in deposits:
+    params: dict[str, ModelParameters] = {}
+    mult = float(take_multiplier(modality, processing, kb.value("cal_retention_factor"), kb))
+    for j, ((i, dep, perf), key) in enumerate(zip(deposits, keys, strict=True)):
         inj = plan.injections[i]
         pred = predictions[i]
-        p = nominal_parameters(kb, obese=obese, perfusion=perf)
-        geometry = dep.geometry
-        radius = dep.radius_cm
-        zones = closed_form_zones(geometry, radius, p)
-        fr = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in zones["fractions"].items()}
-        mult = float(take_multiplier(modality, processing, p.cal_retention_factor, kb))
-        nominal = float(
-            retained_fraction(
-                {k: np.asarray(v) for k, v in fr.items()},
-                take_survival=p.take_survival,
-                take_regenerating=p.take_regenerating,
-                multiplier=mult,
-                nanofat=nanofat,
-            )
-        )
-        lo, hi = np.percentile(retained_draws[:, i], [tail, 100 - tail])
-        critical = 2.0 * float(
-            cf.critical_radius(geometry, p.diffusivity_cm2_s, p.c0, p.consumption_mol_cm3_s)
-        )
-        pred.geometry = geometry
-        pred.deposit_diameter_mm = 20.0 * radius
+        res = results[key]
+        p = params.get(perf) or params.setdefault(perf, nominal_parameters(kb, obese=obese, perfusion=perf))
+        pred.geometry = dep.geometry
+        pred.deposit_diameter_mm = 20.0 * dep.radius_cm
         pred.deposits = dep.count
         pred.coalesced = dep.coalesced
-        pred.critical_size_mm = 10.0 * critical
-        pred.predicted_retention = nominal
-        pred.retention_interval = (float(lo), float(hi))
-        pred.predicted_retained_ml = nominal * float(inj.volume_ml or 0.0)
-        pred.survival_fraction, pred.regenerating_fraction, pred.necrotic_fraction = (
-            fr["survival"],
-            fr["regenerating"],
-            fr["necrotic"],
-        )
+        pred.tunnel_length_mm = dep.tunnel_length_mm
+        pred.tunnel_length_assumed = dep.tunnel_length_assumed
+        if dep.tunnel_length_assumed:
+            pred.note = (
+                f"tunnel length not given: {dep.tunnel_length_mm:g} mm assumed (expert opinion, "
+                "default_tunnel_length_mm)"
+            )
+        pred.critical_size_mm = res.critical_size_mm
+        pred.predicted_retention = res.retention
+        pred.retention_interval = (float(per_injection[0, j]), float(per_injection[1, j]))
+        pred.predicted_retained_ml = res.retention * float(inj.volume_ml or 0.0)
+        pred.survival_fraction = res.survival
+        pred.regenerating_fraction = res.regenerating
+        pred.necrotic_fraction = res.necrotic
         capacity_ml = None
         if inj.tunnel_length_mm and inj.recipient_thickness_mm:
             length = inj.tunnel_length_mm / 10.0
@@ -315,28 +488,30 @@ def predict_plan(
             pred.interstitial_pressure_mmhg = pred.graft_to_capacity_ratio * kb.value("critical_ifp_mmhg")
         pred.recommendation = _recommend(
             inj,
+            dep,
             p,
             kb,
-            modality,
-            processing,
+            mult,
             nanofat,
             capacity_ml,
             None if target_retained_ml is None else target_retained_ml * share[i],
         )
-        findings += _injection_findings(i, inj, pred, kb)
+        issues += _injection_issues(i, inj, dep, pred, kb)
 
+    findings = _aggregate(issues)
     # Plan totals (only simulated injections count).
     sim_vol = volumes[simulated_idx] if simulated_idx else np.zeros(0)
     retained_ml = float(sum(predictions[i].predicted_retained_ml or 0.0 for i in simulated_idx))
     plan_ret = plan_int = ret_int_ml = None
     if simulated_idx and sim_vol.sum() > 0:
-        per_draw_ml = retained_draws[:, simulated_idx] @ sim_vol
+        per_draw_ml = matrix @ sim_vol
         lo_ml, hi_ml = np.percentile(per_draw_ml, [tail, 100 - tail])
         plan_ret = retained_ml / float(sim_vol.sum())
         plan_int = (float(lo_ml / sim_vol.sum()), float(hi_ml / sim_vol.sum()))
         ret_int_ml = (float(lo_ml), float(hi_ml))
+        assumed = [i for i, dep, _ in deposits if dep.tunnel_length_assumed]
         findings += _plan_findings(
-            plan, predictions, plan_ret, plan_int, retained_ml, target_retained_ml, kb, nanofat
+            predictions, plan_ret, plan_int, retained_ml, target_retained_ml, kb, nanofat, assumed
         )
     citations = sorted({c for f in findings for c in f.citations} | set(CITE_MODEL))
     return PlanPrediction(
@@ -363,48 +538,45 @@ def resolve_ids(ids: list[str]) -> list[str]:
     return ids
 
 
+def _floor3(x: float) -> float:
+    """Round down to 0.001 mL (a suggested aliquot must not exceed the computed maximum)."""
+    return max(math.floor(x * 1000.0) / 1000.0, 0.001)
+
+
 def _recommend(
     inj: Injection,
+    dep: Deposit,
     p: ModelParameters,
     kb: GraftKnowledge,
-    modality: str,
-    processing: str,
+    mult: float,
     nanofat: bool,
     capacity_ml: float | None,
     target_ml: float | None,
 ) -> Recommendation:
     """Deposits small enough to stay wholly in the survival zone, capped by the published maxima (threads
     <= 3.0 mm, Carpaneda 1992; lobule radius <= 2 mm, Khouri 2014), then volume and sessions for the
-    target."""
+    target. Strands stay strands (more passes or smaller aliquots per pass); true boluses stay boluses."""
     r_cyl = min(_survival_radius("cylinder", p), kb.value("max_thread_diameter_mm") / 20.0)
     r_sph = min(_survival_radius("sphere", p), kb.value("max_lobule_radius_mm") / 10.0)
     max_bolus = 4.0 / 3.0 * math.pi * r_sph**3
-    passes = None
     volume = float(inj.volume_ml or 0.0)
-    if inj.bolus_ml:
-        geometry, radius = "sphere", min((3.0 * inj.bolus_ml / (4.0 * math.pi)) ** (1.0 / 3.0), r_sph)
-    else:
+    passes = None
+    per_pass = None
+    if dep.threaded and dep.tunnel_length_mm:
+        length = dep.tunnel_length_mm / 10.0
+        per_pass = length * math.pi * r_cyl**2
         geometry, radius = "cylinder", r_cyl
-        if inj.tunnel_length_mm and volume > 0:
-            passes = max(
-                inj.passes or 1, math.ceil(volume / (inj.tunnel_length_mm / 10.0 * math.pi * r_cyl**2))
-            )
-            radius = math.sqrt(volume / (passes * inj.tunnel_length_mm / 10.0) / math.pi)
-    zones = closed_form_zones(geometry, radius, p)
-    mult = float(take_multiplier(modality, processing, p.cal_retention_factor, kb))
-    expected = float(
-        retained_fraction(
-            zones["fractions"],
-            take_survival=p.take_survival,
-            take_regenerating=p.take_regenerating,
-            multiplier=mult,
-            nanofat=nanofat,
-        ).reshape(-1)[0]
-    )
+        if volume > 0:
+            passes = max(inj.passes or 1, math.ceil(volume / per_pass))
+            radius = math.sqrt(volume / (passes * length) / math.pi)
+    else:
+        geometry, radius = "sphere", min(dep.radius_cm, r_sph)
+    expected = _nominal_retention(geometry, radius, p, mult, nanofat)
     rec = Recommendation(
         passes=passes,
         max_strand_diameter_mm=20.0 * r_cyl,
         max_bolus_ml=max_bolus,
+        max_ml_per_pass=per_pass,
         expected_retention=expected,
     )
     inject = volume
@@ -413,117 +585,215 @@ def _recommend(
         rec.target_retained_ml = target_ml
         rec.inject_ml = inject
         rec.overcorrection_percent = 100.0 * (inject / target_ml - 1.0) if target_ml > 0 else None
-        if passes is not None and inj.tunnel_length_mm:
-            rec.passes = max(1, math.ceil(inject / (inj.tunnel_length_mm / 10.0 * math.pi * r_cyl**2)))
+        if per_pass is not None:
+            rec.passes = max(1, math.ceil(inject / per_pass))
     if capacity_ml is not None and capacity_ml > 0 and inject > capacity_ml:
         rec.sessions = math.ceil(inject / capacity_ml)
         rec.volume_per_session_ml = inject / rec.sessions
         rec.session_interval_days = kb.value("session_interval_days")
-        if rec.passes is not None and inj.tunnel_length_mm:
-            rec.passes = max(
-                1, math.ceil(rec.volume_per_session_ml / (inj.tunnel_length_mm / 10.0 * math.pi * r_cyl**2))
-            )
+        if per_pass is not None:
+            rec.passes = max(1, math.ceil(rec.volume_per_session_ml / per_pass))
     return rec
 
 
-def _injection_findings(
-    i: int, inj: Injection, pred: InjectionPrediction, kb: GraftKnowledge
-) -> list[Finding]:
+# ----------------------------------------------------------------------------------------------------
+# Findings: per-injection issues, aggregated into cards
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Issue:
+    rule: str
+    indicator: Indicator
+    index: int
+    region: str
+    text: str  # what is wrong at this injection (with its numbers)
+    headline: str  # the problem, for a card covering several injections
+    detail: str
+    citations: list[str]
+    suggestions: list[Suggestion] = field(default_factory=list)
+
+
+def _ranges(indices: list[int]) -> str:
+    """Compact list of injection indices, e.g. '0-3, 7, 9-12'."""
+    out: list[str] = []
+    values = sorted(set(indices))
+    start = prev = values[0]
+    for v in values[1:] + [None]:  # type: ignore[list-item]
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(out)
+
+
+def _aggregate(issues: list[_Issue]) -> list[Finding]:
+    """One finding per issue found at a single injection (actionable, with its own suggestions); one finding
+    per rule listing the injections when the same issue is found at several."""
+    by_rule: dict[str, list[_Issue]] = {}
+    for issue in issues:
+        by_rule.setdefault(issue.rule, []).append(issue)
     out: list[Finding] = []
-    rec = pred.recommendation
-    where = f"Injection {i} ({inj.region})"
-    d = pred.deposit_diameter_mm or 0.0
-    if pred.coalesced:
+    for rule, group in by_rule.items():
+        first = group[0]
+        if len(group) == 1:
+            out.append(
+                _finding(
+                    rule,
+                    first.indicator,
+                    f"Injection {first.index} ({first.region}): {first.text}",
+                    first.detail,
+                    first.citations,
+                    first.index,
+                    first.suggestions,
+                )
+            )
+            continue
+        indices = [g.index for g in group]
+        by_text: dict[str, list[_Issue]] = {}
+        for g in group:
+            by_text.setdefault(g.text, []).append(g)
+        lines = []
+        for text, same in by_text.items():
+            regions = ", ".join(dict.fromkeys(g.region for g in same))
+            lines.append(f"injection(s) {_ranges([g.index for g in same])} ({regions}): {text}")
+        by_suggestion: dict[tuple[str, str], tuple[Suggestion, list[int]]] = {}
+        for g in group:
+            for s in g.suggestions:
+                key = (s.label, repr(sorted(s.changes.items())))
+                by_suggestion.setdefault(key, (s, []))[1].append(g.index)
+        suggestions = []
+        for s, where in by_suggestion.values():
+            label = s.label if len(where) == len(group) else f"{s.label} (injections {_ranges(where)})"
+            suggestions.append(Suggestion(label=label[:200], changes=s.changes))
+        citations = [c for g in group for c in g.citations]
+        indicator = max((g.indicator for g in group), key=lambda x: INDICATOR_RANK[x])
         out.append(
             _finding(
+                rule,
+                indicator,
+                f"{len(group)} injections ({_ranges(indices)}): {first.headline}",
+                first.detail + " Affected: " + "; ".join(lines) + ".",
+                citations,
+                None,
+                suggestions,
+            )
+        )
+    return out
+
+
+def _injection_issues(
+    i: int, inj: Injection, dep: Deposit, pred: InjectionPrediction, kb: GraftKnowledge
+) -> list[_Issue]:
+    out: list[_Issue] = []
+    rec = pred.recommendation
+    region = inj.region
+    d = pred.deposit_diameter_mm or 0.0
+    assumption = (
+        f" Strand length {dep.tunnel_length_mm:g} mm is assumed (no tunnel_length_mm in the plan; expert "
+        "opinion)."
+        if dep.tunnel_length_assumed
+        else ""
+    )
+    extra = ["graft.expert-opinion"] if dep.tunnel_length_assumed else []
+    if pred.coalesced:
+        out.append(
+            _Issue(
                 "crowding",
                 Indicator.warning,
-                f"{where}: {inj.passes} strands of {d:.1f} mm do not fit apart in the recipient bed; "
-                "they coalesce",
-                f"Strands of {d:.1f} mm merge into a layer (modelled as a slab), which lengthens the "
-                "diffusion "
-                "distance (Khouri 2014). Spread the fan, add tunnels or stage the volume.",
-                ["graft.khouri-2014-megavolume", "graft.khouri-2014-diffusion", "graft.expert-opinion"],
                 i,
+                region,
+                f"{dep.count:.0f} strands do not fit apart in the recipient bed; they coalesce into a "
+                f"{d:.1f} mm layer",
+                "strands do not fit apart in the recipient bed and coalesce into a layer",
+                "Strands that touch merge into a layer (modelled as a slab), which lengthens the diffusion "
+                "distance (Khouri 2014). Spread the fan, add tunnels or stage the volume." + assumption,
+                ["graft.khouri-2014-megavolume", "graft.khouri-2014-diffusion", "graft.expert-opinion"],
             )
         )
     if (pred.necrotic_fraction or 0.0) > 0.01:
         suggestions = []
-        if rec is not None and rec.passes is not None:
+        if rec is not None and dep.threaded and inj.passes and rec.passes is not None:
             suggestions.append(
                 Suggestion(label=f"Use {rec.passes} passes (thinner strands)", changes={"passes": rec.passes})
             )
-        if inj.bolus_ml and rec is not None:
+        elif rec is not None and dep.threaded and rec.max_ml_per_pass is not None:
+            ml = _floor3(rec.max_ml_per_pass)
             suggestions.append(
-                Suggestion(
-                    label=f"Use aliquots of at most {rec.max_bolus_ml:.3f} mL",
-                    changes={"bolus_ml": round(rec.max_bolus_ml, 3)},
-                )
+                Suggestion(label=f"Thread at most {ml:.3f} mL per pass", changes={"bolus_ml": ml})
             )
+        elif inj.bolus_ml and rec is not None:
+            ml = _floor3(rec.max_bolus_ml)
+            suggestions.append(Suggestion(label=f"Use aliquots of at most {ml:.3f} mL", changes={"bolus_ml": ml}))
         kind = "boluses" if pred.geometry == "sphere" else ("layer" if pred.coalesced else "strands")
         out.append(
-            _finding(
+            _Issue(
                 "necrotic_core",
                 Indicator.warning,
-                f"{where}: {d:.1f} mm {kind} exceed the {pred.critical_size_mm or 0:.1f} mm critical size; "
-                f"{100 * (pred.necrotic_fraction or 0):.0f}% central necrosis predicted",
-                "Beyond the critical size the core of the deposit has no oxygen and dies (oil cysts, "
-                "calcification). Published limits: viable rim 1.5 +/- 0.5 mm (Carpaneda 1993), "
-                "radius > 0.16 cm "
-                "predicts central necrosis (Khouri 2014), threads <= 3 mm (Carpaneda 1992).",
-                CITE_ZONES + ["graft.carpaneda-1992", "graft.o2-solubility"],
                 i,
+                region,
+                f"{d:.1f} mm {kind} exceed the {pred.critical_size_mm or 0:.1f} mm critical size; "
+                f"{100 * (pred.necrotic_fraction or 0):.0f}% central necrosis predicted",
+                "deposits exceed the critical size; central necrosis predicted",
+                "Beyond the critical size the core of the deposit has no oxygen and dies (oil cysts, "
+                "calcification). Published limits: viable rim 1.5 +/- 0.5 mm (Carpaneda 1993), radius > "
+                "0.16 cm predicts central necrosis (Khouri 2014), threads <= 3 mm (Carpaneda 1992)." + assumption,
+                CITE_ZONES + ["graft.carpaneda-1992", "graft.o2-solubility"] + extra,
                 suggestions,
             )
         )
-    if (
-        inj.bolus_ml
-        and pred.deposit_diameter_mm
-        and pred.deposit_diameter_mm / 2 > kb.value("max_lobule_radius_mm")
-    ):
+    if pred.geometry == "sphere" and not dep.threaded and d / 2 > kb.value("max_lobule_radius_mm"):
         out.append(
-            _finding(
+            _Issue(
                 "bolus_too_large",
                 Indicator.warning,
-                f"{where}: bolus radius {pred.deposit_diameter_mm / 2:.1f} mm exceeds the 2 mm lobule limit",
-                "Khouri 2014 (letter reply) advises avoiding lobules with a radius above 2 mm.",
-                ["graft.khouri-2014-diffusion"],
                 i,
-                [Suggestion(label="Smaller aliquots", changes={"bolus_ml": round(rec.max_bolus_ml, 3)})]
+                region,
+                f"bolus radius {d / 2:.1f} mm exceeds the 2 mm lobule limit",
+                "bolus radius exceeds the 2 mm lobule limit",
+                "Khouri 2014 (letter reply) advises avoiding lobules with a radius above 2 mm. A cannula "
+                "threading the aliquot retrograde along a tunnel leaves a thin strand instead (give device "
+                "'cannula' and tunnel_length_mm).",
+                ["graft.khouri-2014-diffusion"],
+                [Suggestion(label="Smaller aliquots", changes={"bolus_ml": _floor3(rec.max_bolus_ml)})]
                 if rec
                 else [],
             )
         )
     if inj.recipient_thickness_mm and d > inj.recipient_thickness_mm:
         out.append(
-            _finding(
+            _Issue(
                 "strand_exceeds_bed",
                 Indicator.warning,
-                f"{where}: {d:.1f} mm deposits are thicker than the {inj.recipient_thickness_mm:.1f} mm "
-                "recipient bed",
-                "The deposit cannot be surrounded by recipient tissue; use thinner strands or more passes.",
-                CITE_ZONES + ["graft.expert-opinion"],
                 i,
+                region,
+                f"{d:.1f} mm deposits are thicker than the {inj.recipient_thickness_mm:.1f} mm recipient bed",
+                "deposits are thicker than the recipient bed",
+                "The deposit cannot be surrounded by recipient tissue; use thinner strands or more passes."
+                + assumption,
+                CITE_ZONES + ["graft.expert-opinion"],
             )
         )
     if pred.graft_to_capacity_ratio is not None and pred.graft_to_capacity_ratio > 1.0 and rec is not None:
+        sessions = max(rec.sessions, 2)
         out.append(
-            _finding(
+            _Issue(
                 "capacity_exceeded",
                 Indicator.warning,
-                f"{where}: graft-to-capacity ratio {pred.graft_to_capacity_ratio:.2f} (pressure ~"
-                f"{pred.interstitial_pressure_mmhg or 0:.0f} mmHg > 9); "
-                f"stage in {max(rec.sessions, 2)} sessions",
-                "Crowding raises interstitial fluid pressure above the critical 9 mmHg and lowers retention "
-                "(Khouri 2014; Del Vecchio 2014). The bed capacity estimate is expert opinion. "
-                "Sessions about 35 "
-                "days apart (Carpaneda).",
-                CITE_CAPACITY,
                 i,
+                region,
+                f"graft-to-capacity ratio {pred.graft_to_capacity_ratio:.2f} (pressure ~"
+                f"{pred.interstitial_pressure_mmhg or 0:.0f} mmHg > 9); stage in {sessions} sessions",
+                "graft volume exceeds the recipient bed's capacity (pressure > 9 mmHg); stage the sessions",
+                "Crowding raises interstitial fluid pressure above the critical 9 mmHg and lowers retention "
+                "(Khouri 2014; Del Vecchio 2014). The bed capacity estimate is expert opinion. Sessions about "
+                f"{kb.value('session_interval_days'):.0f} days apart (Carpaneda).",
+                CITE_CAPACITY,
                 [
                     Suggestion(
-                        label=f"Stage: {max(rec.sessions, 2)} sessions, "
-                        f"{kb.value('session_interval_days'):.0f} days apart",
+                        label=f"Stage: {sessions} sessions, {kb.value('session_interval_days'):.0f} days apart",
                         changes={
                             "volume_ml": round(
                                 float(rec.volume_per_session_ml or (inj.volume_ml or 0) / 2), 2
@@ -537,7 +807,6 @@ def _injection_findings(
 
 
 def _plan_findings(
-    plan: PlanDocument,
     predictions: list[InjectionPrediction],
     retention: float,
     interval: tuple[float, float],
@@ -545,14 +814,20 @@ def _plan_findings(
     target_ml: float | None,
     kb: GraftKnowledge,
     nanofat: bool,
+    assumed: list[int],
 ) -> list[Finding]:
     out: list[Finding] = []
     lo, hi = interval
     detail = (
         f"Predicted retained volume {retained_ml:.1f} mL. Published facial retention: pooled 47% "
-        "(95% CI 41-53%), "
-        "range 26-83% (Lv 2021). " + DISCLAIMER
+        "(95% CI 41-53%), range 26-83% (Lv 2021). " + DISCLAIMER
     )
+    if assumed:
+        detail += (
+            f" Cannula aliquots are modelled as strands threaded along the tunnel (Coleman technique); the "
+            f"plan gives no tunnel length at injection(s) {_ranges(assumed)}, so "
+            f"{kb.value('default_tunnel_length_mm'):g} mm is assumed (expert opinion)."
+        )
     suggestions: list[Suggestion] = []
     if target_ml is not None:
         inject = sum(p.recommendation.inject_ml or 0.0 for p in predictions if p.recommendation)
@@ -566,7 +841,7 @@ def _plan_findings(
             f"Predicted graft retention {100 * retention:.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%), "
             f"{retained_ml:.1f} mL retained",
             detail,
-            CITE_MODEL,
+            CITE_MODEL + (CITE_THREAD if assumed else []),
             None,
             suggestions,
         )
@@ -579,8 +854,7 @@ def _plan_findings(
                 Indicator.warning,
                 f"Predicted retention {100 * retention:.0f}% is below the published facial range (26-83%)",
                 "Large deposits lose their core; see the per-injection findings for thinner strands or "
-                "smaller "
-                "aliquots.",
+                "smaller aliquots.",
                 ["graft.lv-2021"] + CITE_ZONES,
             )
         )
@@ -591,8 +865,7 @@ def _plan_findings(
                 Indicator.info,
                 "Nanofat has no viable adipocytes; its volume prediction counts regeneration only",
                 "Nanofat keeps adipose stem cells but no viable adipocytes (Tonnard 2013); it is used for "
-                "skin "
-                "quality rather than volume.",
+                "skin quality rather than volume.",
                 ["graft.tonnard-2013"],
             )
         )
@@ -607,7 +880,7 @@ class PlanPredictionRequest(BaseModel):
     plan: PlanDocument
     target_retained_ml: float | None = Field(default=None, gt=0, le=5000)
     processing: str = "unspecified"
-    draws: int = Field(default=2000, ge=10, le=200_000)
+    draws: int = Field(default=REPORT_DRAWS, ge=10, le=200_000)
     interval: float = Field(default=0.90, gt=0, lt=1)
     seed: int | None = 0
 
@@ -623,8 +896,9 @@ def predict_plan_request(req: PlanPredictionRequest) -> PlanPrediction:
     )
 
 
-def graft_findings(plan: PlanDocument) -> list[Finding]:
-    """Findings of the graft simulator for the plan check (empty for non-fat modalities)."""
+def graft_findings(plan: PlanDocument, *, draws: int = CHECK_DRAWS) -> list[Finding]:
+    """Findings of the graft simulator for the plan check (empty for non-fat modalities). Uses a smaller
+    Monte Carlo (`CHECK_DRAWS`) than the detailed report; deposit results are cached by parameter set."""
     if plan.modality not in FAT_MODALITIES:
         return []
-    return predict_plan(plan).findings
+    return predict_plan(plan, draws=draws).findings

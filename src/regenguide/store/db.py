@@ -5,16 +5,23 @@ SQLite (embedded default) runs in WAL mode with foreign keys on, and every trans
 turns concurrent writers into an orderly queue (bounded by `busy_timeout`) instead of failing with
 "database is locked" when a deferred transaction tries to upgrade. PostgreSQL is used when
 `REGENGUIDE_DATABASE_URL` points to one (psycopg 3 driver).
+
+Within one process, SQLite writers also queue on a lock of the engine's own before `BEGIN IMMEDIATE`
+(`_WriterQueue`): SQLite's busy handler makes a waiting writer sleep and poll (1, 2, 5 … 100 ms), so under
+load a writer that just missed the lock sleeps long after it was freed and the latency tail grows to
+seconds. The lock wakes the next writer as soon as the last one commits or rolls back; between processes
+(several server workers) the busy handler still arbitrates.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,20 +35,88 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+BUSY_TIMEOUT_S = 30
+
+
+class _WriterQueue:
+    """One write transaction at a time per engine, in this process. A plain Lock (not an RLock): FastAPI
+    may enter a request's session in one worker thread and close it in another. Which connections hold it
+    is tracked by the id of their DBAPI connection, so a rollback of a connection that never began a write
+    releases nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+
+    @staticmethod
+    def _key(connection: Any) -> int:
+        # SQLAlchemy hands the dialect either the pool's proxy or the raw DBAPI connection.
+        return id(getattr(connection, "dbapi_connection", None) or connection)
+
+    def acquire(self, dbapi_connection: Any) -> None:
+        if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
+            raise exc.OperationalError("BEGIN IMMEDIATE", None, Exception(
+                f"database is locked: no write transaction became free within {BUSY_TIMEOUT_S} s"))
+        self._holder = self._key(dbapi_connection)
+
+    def release(self, dbapi_connection: Any) -> None:
+        if self._holder is not None and self._holder == self._key(dbapi_connection):
+            self._holder = None
+            self._lock.release()
+
+
+def _queue_writers(engine: Engine) -> _WriterQueue:
+    queue = _WriterQueue()
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            commit(dbapi_connection)
+        finally:
+            queue.release(dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            rollback(dbapi_connection)
+        finally:
+            queue.release(dbapi_connection)
+
+    # Instance attributes on this engine's own dialect object (create_engine makes one per engine).
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    return queue
+
+
 def _configure_sqlite(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None:
+    queue = _queue_writers(engine) if begin == "BEGIN IMMEDIATE" else None
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        dbapi_connection = conn.connection.dbapi_connection
+        if queue is not None:
+            queue.acquire(dbapi_connection)
+        try:
+            conn.exec_driver_sql(begin)
+        except BaseException:
+            if queue is not None:
+                queue.release(dbapi_connection)
+            raise
+
+
+def _in_memory(url: str) -> bool:
+    database = make_url(url).database
+    return not database or database == ":memory:" or "mode=memory" in url
 
 
 def make_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
@@ -49,7 +124,11 @@ def make_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
     parallel on WAL snapshots instead of queueing for the write lock; such an engine must not write."""
     url = normalise_url(url or get_settings().resolved_database_url())
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # The pool must not be what requests queue on: the server runs sync routes on up to 40 threads
+        # (anyio's default), each holding at most one connection of each engine; SQLite connections are
+        # cheap. An in-memory database keeps SQLAlchemy's own (single-connection) pool.
+        pool = {} if _in_memory(url) else {"pool_size": 8, "max_overflow": 56, "pool_timeout": 60}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
         _configure_sqlite(engine, "BEGIN" if read_only else "BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)

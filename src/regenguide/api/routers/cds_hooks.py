@@ -6,13 +6,13 @@ Mounted at the root (`/cds-services`), as EHRs expect. Calls need the same beare
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from regenguide.api.deps import CurrentUser, SessionDep, audit
+from regenguide.api.deps import CurrentUser, ReadSessionDep, SessionDep, audit
 from regenguide.api.problems import ProblemError
 from regenguide.cds.hooks import (
     Card,
@@ -23,7 +23,7 @@ from regenguide.cds.hooks import (
     Feedback,
     Link,
     draft_orders_to_plan,
-    finding_to_card,
+    findings_to_cards,
     service_requests,
 )
 from regenguide.services import plans as plan_service
@@ -63,47 +63,38 @@ def _patient_id(context: dict[str, Any]) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-def _age(birth: date) -> int:
-    today = date.today()
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
 @router.post(f"/{PLAN_CHECK}", response_model=CdsResponse, response_model_exclude_none=True,
              summary="order-sign: check draft injection orders")
-def plan_check(request: CdsRequest, db: SessionDep, user: CurrentUser) -> CdsResponse:
+def plan_check(request: CdsRequest, db: ReadSessionDep, user: CurrentUser) -> CdsResponse:
+    """Reads (patient, consent, vascular maps) on one read snapshot, ended before the check runs; the
+    audit entry of the read is appended at the end in a short write transaction. Nothing here holds a
+    write lock while it computes, so concurrent calls never wait on each other for the database."""
     if request.hook != "order-sign":
         raise ProblemError(400, "Bad request", f"service {PLAN_CHECK} answers the order-sign hook, not {request.hook}",
                            type_="wrong-hook")
     draft = request.context.get("draftOrders")
     if not isinstance(draft, dict):
         raise ProblemError(400, "Bad request", "context.draftOrders: a FHIR Bundle is required", type_="validation")
-    patient_row = None
-    pid = _patient_id(request.context)
-    if pid is not None:
-        patient_row = db.get(m.Patient, pid)
-    facts: dict[str, Any] = {}
-    if patient_row is not None:
-        facts = {"age": _age(patient_row.birth_date), "sex": patient_row.sex}
     try:
-        plan = draft_orders_to_plan(draft, facts)
+        plan = draft_orders_to_plan(draft)
     except DraftOrderError as exc:
         raise ProblemError(400, "Bad request", str(exc), type_="draft-orders") from None
     if plan is None:
         return CdsResponse(cards=[])
-    if patient_row is not None:
-        plan = plan.model_copy(update={"consent": plan_service.consent_for(db, patient_row.id, None)})
-        audit(db, user, user.audit("read", "cds_order_sign", request.hookInstance, patient_row.id,
+    pid = _patient_id(request.context)
+    known = plan_service.patient_context(db, pid) if pid is not None else None
+    db.rollback()  # end the read snapshot (and return its connection) before the CPU-bound check
+    result = plan_service.check_in_context(plan, known)
+    response = CdsResponse(cards=findings_to_cards(result.findings, service_requests(draft)))
+    if known is not None:
+        audit(db, user, user.audit("read", "cds_order_sign", request.hookInstance, known.patient_id,
                                    {"orders": len(plan.injections)}))
-        db.commit()
-    maps = plan_service.patient_maps(db, patient_row.id) if patient_row is not None else None
-    result = plan_service.check(plan, maps=maps)
-    orders = service_requests(draft)
-    return CdsResponse(cards=[finding_to_card(f, orders) for f in result.findings])
+    return response
 
 
 @router.post(f"/{PATIENT_SUMMARY}", response_model=CdsResponse, response_model_exclude_none=True,
              summary="patient-view: overdue follow-ups, open adverse events, unsigned plans")
-def patient_summary(request: CdsRequest, db: SessionDep, user: CurrentUser) -> CdsResponse:
+def patient_summary(request: CdsRequest, db: ReadSessionDep, user: CurrentUser) -> CdsResponse:
     pid = _patient_id(request.context)
     if pid is None or db.get(m.Patient, pid) is None:
         raise ProblemError(412, "Precondition failed", "context.patientId does not name a RegenGuide patient",
@@ -122,7 +113,6 @@ def patient_summary(request: CdsRequest, db: SessionDep, user: CurrentUser) -> C
         .where(m.TreatmentPlan.patient_id == pid, m.TreatmentPlan.status == "draft")
     ).scalar_one()
     audit(db, user, user.audit("read", "cds_patient_view", request.hookInstance, pid))
-    db.commit()
     source = CardSource(label="RegenGuide registry", url=None)
     link = [Link(label="Open in RegenGuide", url=f"/#/patients/{pid}", type="absolute")]
     cards: list[Card] = []

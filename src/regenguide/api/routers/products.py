@@ -16,7 +16,6 @@ from regenguide.api.deps import Principal, SessionDep, audit, require
 from regenguide.api.problems import ProblemError
 from regenguide.domain.plan import Modality
 from regenguide.products.custody import EventType
-from regenguide.products.recall import CSV_COLUMNS
 from regenguide.security import Permission as P
 from regenguide.services import products as svc
 from regenguide.store import models as m
@@ -282,14 +281,5 @@ def recall(
     audit(db, user, *[user.audit("export", "recall", r["product_id"], r["patient_id"], r) for r in rows])
     db.commit()
     if format == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        columns = [c for c in CSV_COLUMNS if c not in ("region", "volume_ml")] + ["patient_record_number", "location"]
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**r, "kit_lots": ";".join(r["kit_lots"]), "reagent_lots": ";".join(r["reagent_lots"])})
-        return Response(buf.getvalue(), media_type="text/csv")
+        return Response(svc.recall_csv(rows), media_type="text/csv")
     return {"items": rows, "total": len(rows)}
