@@ -140,3 +140,26 @@ def test_administration_to_fhir() -> None:
         administration_to_fhir(_adm(8, snap.key, [], patient="P2"), snap)
     with pytest.raises(ChainOfIdentityError):
         administration_to_fhir(_adm(9, "A999921999999", []), snap)
+
+
+def test_cli_recall_csv_neutralises_formulas() -> None:
+    """The recall CSV of the pure module (used by `regenguide product recall`) quotes formula triggers too."""
+    import csv
+    import io
+    from datetime import UTC, datetime
+
+    from regenguide.domain.plan import Modality
+    from regenguide.products.preparation import LotRef
+    from regenguide.products.recall import AdministrationRecord, recall_csv
+
+    record = AdministrationRecord(
+        administration_id="a1", administered_at=datetime(2026, 11, 22, 8, tzinfo=UTC), patient_id="p1",
+        product_key="A999926000001", product_type=Modality.prp, performer="=HYPERLINK(\"x\")",
+        region="@SUM(A1)", volume_ml=2.0, lots=[LotRef(kind="kit", name="+kit", lot="-L1")],
+    )
+    rows = list(csv.reader(io.StringIO(recall_csv([record]))))
+    cells = dict(zip(rows[0], rows[1], strict=True))
+    assert cells["performer"] == "'=HYPERLINK(\"x\")"
+    assert cells["region"] == "'@SUM(A1)"
+    assert cells["kit_lots"] == "'+kit:-L1"
+    assert cells["volume_ml"] == "2"

@@ -83,24 +83,39 @@ def recall(
     return sorted((r for r in administrations if hit(r)), key=lambda r: (r.administered_at, r.administration_id))
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection"; OWASP ASVS 5.0
+#: requirement 1.2.10 adds NUL). Such a cell is written with a leading single quote, so it shows as text.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\0")
+
+
+def spreadsheet_safe(value: object) -> str:
+    """The cell text, prefixed with ``'`` when it starts with a formula trigger (CSV injection guard)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
 def recall_csv(records: Iterable[AdministrationRecord]) -> str:
-    """CSV (RFC 4180, header row) of administrations, one row each."""
+    """CSV (RFC 4180, header row) of administrations, one row each, every cell guarded against formula
+    injection (`spreadsheet_safe`)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for r in records:
         writer.writerow(
             [
-                r.administration_id,
-                r.administered_at.isoformat(),
-                r.patient_id,
-                r.product_key,
-                r.product_type.value,
-                r.performer,
-                r.region or "",
-                "" if r.volume_ml is None else f"{r.volume_ml:g}",
-                ";".join(f"{x.name}:{x.lot}" for x in r.lots if x.kind == "kit"),
-                ";".join(f"{x.kind}:{x.name}:{x.lot}" for x in r.lots if x.kind != "kit"),
+                spreadsheet_safe(cell)
+                for cell in (
+                    r.administration_id,
+                    r.administered_at.isoformat(),
+                    r.patient_id,
+                    r.product_key,
+                    r.product_type.value,
+                    r.performer,
+                    r.region or "",
+                    "" if r.volume_ml is None else f"{r.volume_ml:g}",
+                    ";".join(f"{x.name}:{x.lot}" for x in r.lots if x.kind == "kit"),
+                    ";".join(f"{x.kind}:{x.name}:{x.lot}" for x in r.lots if x.kind != "kit"),
+                )
             ]
         )
     return buf.getvalue()

@@ -44,7 +44,7 @@ from regenguide.products.preparation import (
     SvfPreparation,
     parse_preparation,
 )
-from regenguide.products.recall import CSV_COLUMNS
+from regenguide.products.recall import CSV_COLUMNS, spreadsheet_safe
 from regenguide.products.rules import HoldTime, load_facility_hold_times, load_hold_times
 from regenguide.store import models as m
 
@@ -418,17 +418,6 @@ def recall_rows(
 RECALL_CSV_COLUMNS = [c for c in CSV_COLUMNS if c not in ("region", "volume_ml")] + [
     "patient_record_number", "location",
 ]
-#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection"; OWASP ASVS 5.0
-#: requirement 1.2.10 adds NUL). Such a cell is written with a leading single quote, so it shows as text.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\0")
-
-
-def spreadsheet_safe(value: object) -> str:
-    """The cell text, prefixed with ``'`` when it starts with a formula trigger (CSV injection guard)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
-
-
 def recall_csv(rows: list[dict[str, Any]]) -> str:
     """The recall rows (`recall_rows`) as CSV (RFC 4180, header row, lots joined by ``;``), every cell
     guarded against spreadsheet formula injection: locations, user names and lot numbers are free text."""
