@@ -471,6 +471,7 @@ def test_product_fhir_bundle(client: Any, auth: Any, engine: Any) -> None:
     assert [p.description for p in bdp.processing][:2] == ["spin 1: 100 x g for 15 min", "spin 2: 1600 x g for 20 min"]
     assert proc.usedReference[0].identifier.value == prod["identifier"]
     assert proc.performer[0].actor.display == "nurse"
+    assert proc.bodySite is None  # the custody location (a room) is no body site
 
 
 # --- recall CSV: spreadsheet formula injection (OWASP CSV Injection) ------------------------------------------------

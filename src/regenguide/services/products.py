@@ -449,8 +449,10 @@ def product_fhir_bundle(db: Session, product: m.BiologicProduct) -> dict[str, An
         record = AdministrationRecord(
             administration_id=f"custody-{row.id}", product_key=snap.key, product_type=snap.product_type,
             patient_id=snap.patient_id, administered_at=_aware(row.at),
-            performer=(user.username if user else None) or "unrecorded", region=row.location or None,
-            volume_ml=product.volume_ml or None,
+            performer=(user.username if user else None) or "unrecorded",
+            # The custody location is a room, not a body site: the sites are on the procedure's injections
+            # (the patient's record bundle, interop.fhir, carries them).
+            region=None, volume_ml=product.volume_ml or None,
         )
         resources.append(administration_to_fhir(record, snap))
     bundle = Bundle.model_validate({
