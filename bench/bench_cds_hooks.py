@@ -157,6 +157,9 @@ def bench_database(url: str, data_dir: Path, args: argparse.Namespace) -> dict[s
                 sample.raise_for_status()
                 cards = sample.json()["cards"]
             print(f"  {name}: {len(cards)} cards, {args.requests} requests, {args.clients} clients …", flush=True)
+            # Warm-up, not measured: every worker process serves some requests of this case first, so the
+            # figures are the steady state rather than each process's first calls.
+            run_load(base, token, call, requests=2 * args.clients, clients=args.clients)
             r = run_load(base, token, call, requests=args.requests, clients=args.clients)
             out[name] = {"modality": modality, "injections": len(plan.injections), "cards": len(cards),
                          "critical_cards": sum(1 for x in cards if x.get("indicator") == "critical"),

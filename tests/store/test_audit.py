@@ -137,3 +137,75 @@ def test_appends_from_several_processes_form_one_chain(engine: Any, db_url: str)
     with transaction(engine) as db:
         result = verify(db)
     assert result.ok and result.checked == 120
+
+
+def test_group_commit_batches_concurrent_reads_into_one_chain(engine: Any) -> None:
+    """Many threads audit through one GroupCommit: every record is stored exactly once, in one intact
+    chain, and each caller returns only once its own record is committed."""
+    import threading
+
+    from regenguide.store.audit import GroupCommit
+    from regenguide.store.db import session_factory
+
+    committer = GroupCommit(session_factory(engine))
+    start = threading.Barrier(16)
+    seen_committed: list[bool] = []
+
+    def work(i: int) -> None:
+        start.wait()
+        for j in range(10):
+            committer.append([AuditRecord(username="u", action="read", resource="patient", resource_id=f"{i}-{j}")])
+            with transaction(engine) as db:  # committed before append returned
+                n = db.execute(text("SELECT count(*) FROM audit_log WHERE resource_id = :r"),
+                               {"r": f"{i}-{j}"}).scalar_one()
+            seen_committed.append(n == 1)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(seen_committed) and len(seen_committed) == 160
+    with transaction(engine) as db:
+        ids = [r[0] for r in db.execute(text("SELECT resource_id FROM audit_log WHERE username = 'u'"))]
+        assert sorted(ids) == sorted(f"{i}-{j}" for i in range(16) for j in range(10))
+        assert verify(db).ok
+
+
+def test_group_commit_failure_fails_only_its_caller(engine: Any) -> None:
+    from regenguide.store.audit import GroupCommit
+    from regenguide.store.db import session_factory
+
+    committer = GroupCommit(session_factory(engine))
+    with pytest.raises(ValueError, match="unknown audit action"):
+        committer.append([AuditRecord(username="u", action="peek", resource="patient")])
+    committer.append([AuditRecord(username="u", action="read", resource="patient", resource_id="ok")])
+    with transaction(engine) as db:
+        rows = db.execute(text("SELECT resource_id FROM audit_log WHERE username = 'u'")).all()
+        assert [r[0] for r in rows] == ["ok"] and verify(db).ok
+
+
+def test_group_commit_batch_with_a_bad_record_commits_the_others(engine: Any) -> None:
+    from concurrent.futures import Future
+
+    from regenguide.store.audit import GroupCommit
+    from regenguide.store.db import session_factory
+
+    committer = GroupCommit(session_factory(engine))
+    bad: Future[object] = Future()
+    good: Future[object] = Future()
+    leader: Future[object] = Future()
+    committer._pending = [  # three callers waiting in one batch, as under load
+        ([AuditRecord(username="u", action="read", resource="patient", resource_id="a")], leader),
+        ([AuditRecord(username="u", action="peek", resource="patient")], bad),
+        ([AuditRecord(username="u", action="read", resource="patient", resource_id="b")], good),
+    ]
+    committer._leading = True
+    committer._write_one_batch(leader)
+    assert good.result() is None
+    with pytest.raises(ValueError, match="unknown audit action"):
+        bad.result()
+    assert committer._leading is False and committer._pending == []
+    with transaction(engine) as db:
+        rows = db.execute(text("SELECT resource_id FROM audit_log WHERE username = 'u' ORDER BY seq")).all()
+        assert [r[0] for r in rows] == ["a", "b"] and verify(db).ok

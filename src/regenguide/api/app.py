@@ -11,6 +11,9 @@ from sqlalchemy import Engine
 from regenguide import __version__
 from regenguide.api import problems
 from regenguide.config import Settings, get_settings
+from regenguide.kb import knowledge_base
+from regenguide.simulate.parameters import load_graft_knowledge
+from regenguide.store.audit import GroupCommit
 from regenguide.store.db import make_engine, session_factory
 
 API_PREFIX = "/api/v1"
@@ -64,6 +67,11 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         make_engine(engine_url, read_only=True) if app.state.engine.dialect.name == "sqlite" else app.state.engine
     )
     app.state.read_sessions = session_factory(app.state.read_engine)
+    app.state.audit_commit = GroupCommit(app.state.sessions)
+    # Load and validate the knowledge bases now, in every worker process, rather than in the first clinical
+    # request (a few hundred ms, which would otherwise fall on whoever is first after each start).
+    knowledge_base()
+    load_graft_knowledge()
     app.state.secret_key = settings.resolved_secret_key()
     problems.install(app)
 

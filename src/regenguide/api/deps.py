@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from regenguide.api.problems import ProblemError
 from regenguide.security import Permission, decode_token, permissions_for
-from regenguide.store.audit import AuditRecord, append
+from regenguide.store.audit import AuditRecord, GroupCommit, append
 from regenguide.store.models import User
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -22,7 +22,7 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=F
 def _read_session(request: Request) -> Session:
     session: Session = request.app.state.read_sessions()
     session.info["read_only"] = True
-    session.info["writer"] = request.app.state.sessions
+    session.info["audit_commit"] = request.app.state.audit_commit
     return session
 
 
@@ -128,19 +128,13 @@ def require(*permissions: Permission) -> Callable[[Principal], Principal]:
 
 def audit(db: Session, principal: Principal, *records: AuditRecord) -> None:
     """Append to the audit trail: in the request's own transaction, or — for a read session, which
-    must not write — in a short transaction of its own, committed before the response is sent."""
+    must not write — in a short write transaction shared with the other reads' entries that arrive
+    meanwhile (`GroupCommit`), committed before this returns and so before the response is sent."""
     if not db.info.get("read_only"):
         append(db, list(records))
         return
-    writer: Session = db.info["writer"]()
-    try:
-        append(writer, list(records))
-        writer.commit()
-    except BaseException:
-        writer.rollback()
-        raise
-    finally:
-        writer.close()
+    committer: GroupCommit = db.info["audit_commit"]
+    committer.append(records)
 
 
 def any_of(*permissions: Permission) -> Callable[[Principal], Principal]:

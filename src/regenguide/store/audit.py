@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -141,3 +143,77 @@ def entries_for_patient(session: Session, patient_id: int) -> Iterable[AuditEntr
     return session.execute(
         select(AuditEntry).where(AuditEntry.patient_id == patient_id).order_by(AuditEntry.seq)
     ).scalars()
+
+
+class GroupCommit:
+    """Appends from many threads committed together: one transaction, one head update, one commit for
+    every record that arrived while the previous batch was being written (group commit, as databases do
+    for their own logs). The chain is serial by nature, so under load its write lock, not the work of a
+    request, sets the pace; batching lets one lock hold serve many requests. Each caller still returns
+    only after its own records are committed, and gets the exception if they were not.
+
+    Leader-based, no thread of its own: the first caller to find no batch in flight writes one batch
+    (its own records and whatever else is waiting) and then hands the leadership to the oldest waiting
+    caller, so no request is kept writing others' batches for long. A failed batch is retried caller by
+    caller, so one bad record fails only its own request."""
+
+    _LEAD = object()
+
+    def __init__(self, sessions: Callable[[], Session]) -> None:
+        self._sessions = sessions
+        self._lock = threading.Lock()
+        self._pending: list[tuple[list[AuditRecord], Future[object]]] = []
+        self._leading = False
+
+    def append(self, records: Sequence[AuditRecord]) -> None:
+        mine: Future[object] = Future()
+        with self._lock:
+            self._pending.append((list(records), mine))
+            lead = not self._leading
+            self._leading = True
+        if not lead and mine.result() is not self._LEAD:  # raises when this caller's records failed
+            return  # another caller's batch committed them
+        self._write_one_batch(mine)
+
+    def _commit(self, records: list[AuditRecord]) -> None:
+        session = self._sessions()
+        try:
+            append(session, records)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _write_one_batch(self, mine: Future[object]) -> None:
+        """Write everything pending (the leader's own records included), tell each waiter, hand over."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        outcomes: list[Exception | None]
+        try:
+            self._commit([r for records, _ in batch for r in records])
+            outcomes = [None] * len(batch)
+        except Exception:
+            outcomes = []
+            for records, _ in batch:
+                try:
+                    self._commit(records)
+                    outcomes.append(None)
+                except Exception as exc:
+                    outcomes.append(exc)
+        own: Exception | None = None
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future is mine:
+                own = outcome
+            elif outcome is None:
+                future.set_result(None)
+            else:
+                future.set_exception(outcome)
+        with self._lock:
+            if self._pending:
+                self._pending[0][1].set_result(self._LEAD)  # the oldest waiter writes the next batch
+            else:
+                self._leading = False
+        if own is not None:
+            raise own
