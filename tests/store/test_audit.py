@@ -145,9 +145,8 @@ def test_group_commit_batches_concurrent_reads_into_one_chain(engine: Any) -> No
     import threading
 
     from regenguide.store.audit import GroupCommit
-    from regenguide.store.db import session_factory
 
-    committer = GroupCommit(session_factory(engine))
+    committer = GroupCommit(engine)
     start = threading.Barrier(16)
     seen_committed: list[bool] = []
 
@@ -174,9 +173,8 @@ def test_group_commit_batches_concurrent_reads_into_one_chain(engine: Any) -> No
 
 def test_group_commit_failure_fails_only_its_caller(engine: Any) -> None:
     from regenguide.store.audit import GroupCommit
-    from regenguide.store.db import session_factory
 
-    committer = GroupCommit(session_factory(engine))
+    committer = GroupCommit(engine)
     with pytest.raises(ValueError, match="unknown audit action"):
         committer.append([AuditRecord(username="u", action="peek", resource="patient")])
     committer.append([AuditRecord(username="u", action="read", resource="patient", resource_id="ok")])
@@ -189,9 +187,8 @@ def test_group_commit_batch_with_a_bad_record_commits_the_others(engine: Any) ->
     from concurrent.futures import Future
 
     from regenguide.store.audit import GroupCommit
-    from regenguide.store.db import session_factory
 
-    committer = GroupCommit(session_factory(engine))
+    committer = GroupCommit(engine)
     bad: Future[object] = Future()
     good: Future[object] = Future()
     leader: Future[object] = Future()

@@ -67,7 +67,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         make_engine(engine_url, read_only=True) if app.state.engine.dialect.name == "sqlite" else app.state.engine
     )
     app.state.read_sessions = session_factory(app.state.read_engine)
-    app.state.audit_commit = GroupCommit(app.state.sessions)
+    app.state.audit_commit = GroupCommit(app.state.engine)
     # Load and validate the knowledge bases now, in every worker process, rather than in the first clinical
     # request (a few hundred ms, which would otherwise fall on whoever is first after each start).
     knowledge_base()

@@ -88,6 +88,11 @@ class BedsideVerification(BaseModel):
 _RELEASED = {ProductStatus.released, ProductStatus.issued}
 
 
+def _identifier_refusal(exc: IdentifierError) -> RefusalCode:
+    return (RefusalCode.identifier_check_char_wrong if exc.code == "check_char_wrong"
+            else RefusalCode.identifier_malformed)
+
+
 def refuse_unidentified(
     scanned_patient_id: str, scanned_product_id: str, patient_id: str, now: datetime
 ) -> BedsideVerification:
@@ -100,12 +105,7 @@ def refuse_unidentified(
     try:
         ident, _ = parse_identifier(text)
     except IdentifierError as exc:
-        code = (
-            RefusalCode.identifier_check_char_wrong
-            if exc.code == "check_char_wrong"
-            else RefusalCode.identifier_malformed
-        )
-        refusal = Refusal(code=code, message=str(exc))
+        refusal = Refusal(code=_identifier_refusal(exc), message=str(exc))
     else:
         refusal = Refusal(
             code=RefusalCode.unknown_product,
@@ -155,12 +155,7 @@ def verify_bedside(
     try:
         scanned, verified = parse_identifier(text)
     except IdentifierError as exc:
-        code = (
-            RefusalCode.identifier_check_char_wrong
-            if exc.code == "check_char_wrong"
-            else RefusalCode.identifier_malformed
-        )
-        refuse(code, str(exc))
+        refuse(_identifier_refusal(exc), str(exc))
     else:
         same = scanned.scheme is product.identifier.scheme and scanned.value == product.identifier.value
         if division and division != product.identifier.division:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
+from regenguide.store.db import transaction
 from regenguide.store.models import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
@@ -159,8 +160,8 @@ class GroupCommit:
 
     _LEAD = object()
 
-    def __init__(self, sessions: Callable[[], Session]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._lock = threading.Lock()
         self._pending: list[tuple[list[AuditRecord], Future[object]]] = []
         self._leading = False
@@ -176,15 +177,8 @@ class GroupCommit:
         self._write_one_batch(mine)
 
     def _commit(self, records: list[AuditRecord]) -> None:
-        session = self._sessions()
-        try:
+        with transaction(self._engine) as session:
             append(session, records)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def _write_one_batch(self, mine: Future[object]) -> None:
         """Write everything pending (the leader's own records included), tell each waiter, hand over."""
