@@ -38,7 +38,7 @@ import httpx
 from bench_api import loadavg, login, pg_database, prepare, run_load, server, write_json
 
 from regenguide.cds.engine import check_plan
-from regenguide.cds.hooks import draft_orders_to_plan, findings_to_cards, plan_to_draft_orders, service_requests
+from regenguide.cds.hooks import draft_orders_to_plan, grouped_cards, plan_to_draft_orders, service_requests
 from regenguide.domain.plan import PlanDocument
 from regenguide.services import plans as plan_service
 
@@ -125,7 +125,7 @@ def in_process(runs: int) -> dict[str, Any]:
             "draft_orders_to_plan_ms": _median_ms(lambda d=draft: draft_orders_to_plan(d, {}), runs),
             "check_with_producers_ms": _median_ms(lambda p=parsed: plan_service.check(p), runs),
             "check_kb_rules_only_ms": _median_ms(lambda p=parsed: check_plan(p), runs),
-            "cards_ms": _median_ms(lambda r=result, o=orders: findings_to_cards(r.findings, o), runs),
+            "cards_ms": _median_ms(lambda r=result, o=orders: grouped_cards(r.findings, o), runs),
         }
     return out
 

@@ -21,6 +21,7 @@ from regenguide.cds.hooks import (
     draft_orders_to_plan,
     finding_to_card,
     findings_to_cards,
+    grouped_cards,
     plan_to_draft_orders,
     service_requests,
 )
@@ -65,8 +66,14 @@ def test_order_sign_cards_match_the_plan_check(client: Any, auth: Any) -> None:
     # check of the same plan without them.
     bare = plan.model_copy(update={"patient": PatientFacts()})
     direct = client.post("/api/v1/plans/check", json=bare.to_json_dict(), headers=auth["clinician"]).json()
-    assert len(response.cards) == len(direct["findings"])
-    assert [c.indicator for c in response.cards] == [f["indicator"] for f in direct["findings"]]
+    # One card per rule: a rule that fires at several injections is one card naming them all.
+    rules = list(dict.fromkeys(f["rule"] for f in direct["findings"]))
+    assert [c.source.topic["code"] for c in response.cards if c.source.topic] == rules
+    for card in response.cards:
+        assert card.source.topic
+        mine = [f for f in direct["findings"] if f["rule"] == card.source.topic["code"]]
+        worst = max(mine, key=lambda f: ["info", "warning", "critical"].index(f["indicator"]))
+        assert card.indicator == worst["indicator"]
     critical = [c for c in response.cards if c.indicator == "critical"]
     assert critical and all(c.overrideReasons for c in critical)
     assert all(len(c.summary) < 140 and c.source.label for c in response.cards)
@@ -190,3 +197,37 @@ def test_findings_to_cards_validates_every_card_and_keeps_the_order_unchanged() 
     assert finding_to_card(findings[0], orders).summary == findings[0].summary
     with pytest.raises(ValidationError):
         findings_to_cards([findings[0].model_copy(update={"summary": ""})])
+
+
+def test_grouped_cards_one_card_per_rule_with_every_injection_and_its_update() -> None:
+    from regenguide.domain.plan import PlanDocument
+
+    base = _plan("glabella_microfat_risky").to_json_dict()
+    needle = {**base["injections"][0], "device": "needle", "gauge": 27, "region": "glabella", "side": "midline"}
+    base["injections"] = [needle] * 5
+    plan = PlanDocument.model_validate(base)
+    orders = service_requests(plan_to_draft_orders(plan))
+    findings = plan_service.check(plan).findings
+    sharp = [f for f in findings if f.rule == "danger_zone.sharp_needle"]
+    assert len(sharp) == 5
+    cards = grouped_cards(findings, orders)
+    rules = [c.source.topic["code"] for c in cards if c.source.topic]
+    assert rules == list(dict.fromkeys(f.rule for f in findings))  # one card a rule, in first-seen order
+    card = next(c for c in cards if c.source.topic and c.source.topic["code"] == "danger_zone.sharp_needle")
+    assert card.summary.startswith("5 injections (0–4): ") and len(card.summary) < 140
+    assert card.indicator == "critical" and card.overrideReasons
+    assert all(f.summary in (card.detail or "") for f in sharp)
+    (suggestion,) = card.suggestions or []
+    assert [a.description for a in suggestion.actions] == [
+        f"{sharp[0].suggestions[0].label} (injection {i})" for i in range(5)]
+    assert all(a.resource and a.resource["resourceType"] == "ServiceRequest" for a in suggestion.actions)
+    single = grouped_cards(findings[:1], orders)  # a lone finding keeps its own card unchanged
+    assert single[0].summary == findings[0].summary
+
+
+def test_ranges_of_injection_indices() -> None:
+    from regenguide.cds.hooks import _ranges
+
+    assert _ranges([0, 1, 2, 3, 7]) == "0–3, 7"
+    assert _ranges([4]) == "4"
+    assert _ranges([0, 2, 3, 5, 6, 7, 9]) == "0, 2–3, 5–7, 9"

@@ -15,6 +15,7 @@ where it does not (docs/cds-hooks.md):
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from functools import cache
@@ -414,6 +415,80 @@ def findings_to_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] 
     """One card per finding, validated against the card schema in a single pass; `orders` (the draft
     ServiceRequests, indexed like the plan's injections) turns suggestions into `update` actions."""
     return _CARDS.validate_python([_card_data(f, orders) for f in findings])
+
+
+_SEVERITY = {"info": 0, "warning": 1, "critical": 2}
+_INJECTION_PREFIX = re.compile(r"^Injection \d+(?: \([^)]*\))?: ")
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    """0, 1, 2, 3, 7 → "0–3, 7"."""
+    parts: list[str] = []
+    start = prev = indices[0]
+    for i in [*indices[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}–{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def _group_card_data(group: Sequence[Finding], orders: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """One card for one rule's findings at several injections: the most severe indicator, every
+    injection's own finding in the detail, and one suggestion per distinct label whose `update` actions
+    amend every injection concerned (accepting it fixes them all)."""
+    first = max(group, key=lambda f: _SEVERITY[f.indicator.value])
+    indices = sorted(f.injection_index for f in group if f.injection_index is not None)
+    texts = {_INJECTION_PREFIX.sub("", f.summary) for f in group}
+    text = _INJECTION_PREFIX.sub("", first.summary)
+    head = f"{len(indices)} injections ({_ranges(indices)}){': ' if len(texts) == 1 else ', e.g. '}"
+    summary = head + text if len(head + text) < 140 else (head + text)[:138] + "…"
+    card = _card_data(first.model_copy(update={"suggestions": []}), None)
+    citations = list(dict.fromkeys(c for f in group for c in f.citations))
+    items = "\n".join(f"- {f.summary}" for f in group)
+    card["summary"] = summary
+    card["detail"] = (f"{items}\n\n{first.detail}" + (f"\n\nCitations: {', '.join(citations)}" if citations else "")
+                      + (f" (evidence: {first.evidence})" if first.evidence else ""))
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for f in group:
+        request = orders[f.injection_index] if orders and f.injection_index is not None else None
+        for sug in f.suggestions:
+            actions = by_label.setdefault(sug.label, [])
+            updated = _updated_request(request, sug.changes) if request is not None and sug.changes else None
+            if updated is not None:
+                actions.append({"type": "update", "description": f"{sug.label} (injection {f.injection_index})",
+                                "resource": updated})
+    if by_label:
+        card["suggestions"] = [{"label": label, "uuid": str(uuid.uuid4()), "actions": actions}
+                               for label, actions in by_label.items()]
+        card["selectionBehavior"] = "at-most-one"
+    return card
+
+
+def grouped_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] | None = None) -> list[Card]:
+    """The cards an EHR shows: a rule that fires at several injections gives one card listing them (forty
+    "sharp needle in a danger zone" cards would bury the one that matters); every other finding its own
+    card. Cards keep the order of each rule's first finding."""
+    groups: dict[str, list[Finding]] = {}
+    order: list[str | Finding] = []
+    for f in findings:
+        if f.injection_index is None:
+            order.append(f)
+            continue
+        if f.rule not in groups:
+            groups[f.rule] = []
+            order.append(f.rule)
+        groups[f.rule].append(f)
+    data = []
+    for item in order:
+        if isinstance(item, str):
+            group = groups[item]
+            data.append(_card_data(group[0], orders) if len(group) == 1 else _group_card_data(group, orders))
+        else:
+            data.append(_card_data(item, orders))
+    return _CARDS.validate_python(data)
 
 
 def finding_to_card(finding: Finding, orders: list[dict[str, Any]] | None = None) -> Card:

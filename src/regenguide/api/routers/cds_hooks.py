@@ -23,7 +23,7 @@ from regenguide.cds.hooks import (
     Feedback,
     Link,
     draft_orders_to_plan,
-    findings_to_cards,
+    grouped_cards,
     service_requests,
 )
 from regenguide.services import plans as plan_service
@@ -85,7 +85,7 @@ def plan_check(request: CdsRequest, db: ReadSessionDep, user: CurrentUser) -> Cd
     known = plan_service.patient_context(db, pid) if pid is not None else None
     db.rollback()  # end the read snapshot (and return its connection) before the CPU-bound check
     result = plan_service.check_in_context(plan, known)
-    response = CdsResponse(cards=findings_to_cards(result.findings, service_requests(draft)))
+    response = CdsResponse(cards=grouped_cards(result.findings, service_requests(draft)))
     if known is not None:
         audit(db, user, user.audit("read", "cds_order_sign", request.hookInstance, known.patient_id,
                                    {"orders": len(plan.injections)}))
