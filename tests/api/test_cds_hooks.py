@@ -214,7 +214,7 @@ def test_grouped_cards_one_card_per_rule_with_every_injection_and_its_update() -
     rules = [c.source.topic["code"] for c in cards if c.source.topic]
     assert rules == list(dict.fromkeys(f.rule for f in findings))  # one card a rule, in first-seen order
     card = next(c for c in cards if c.source.topic and c.source.topic["code"] == "danger_zone.sharp_needle")
-    assert card.summary.startswith("5 injections (0–4): ") and len(card.summary) < 140
+    assert card.summary.startswith("5 injections (0-4): ") and len(card.summary) < 140
     assert card.indicator == "critical" and card.overrideReasons
     assert all(f.summary in (card.detail or "") for f in sharp)
     (suggestion,) = card.suggestions or []
@@ -225,9 +225,9 @@ def test_grouped_cards_one_card_per_rule_with_every_injection_and_its_update() -
     assert single[0].summary == findings[0].summary
 
 
-def test_ranges_of_injection_indices() -> None:
-    from regenguide.cds.hooks import _ranges
+def test_injection_ranges() -> None:
+    from regenguide.domain.findings import injection_ranges
 
-    assert _ranges([0, 1, 2, 3, 7]) == "0–3, 7"
-    assert _ranges([4]) == "4"
-    assert _ranges([0, 2, 3, 5, 6, 7, 9]) == "0, 2–3, 5–7, 9"
+    assert injection_ranges([0, 1, 2, 3, 7]) == "0-3, 7"
+    assert injection_ranges([4]) == "4"
+    assert injection_ranges([9, 0, 2, 3, 5, 6, 7, 3]) == "0, 2-3, 5-7, 9"

@@ -269,13 +269,6 @@ def test_same_problem_at_many_injections_is_one_card() -> None:
     assert len(missing) == 1 and missing[0].injection_index == 2  # one injection: its own card
 
 
-def test_ranges_formatting() -> None:
-    from regenguide.simulate.plan import _ranges
-
-    assert _ranges([3, 0, 1, 2, 7, 9, 10, 11]) == "0-3, 7, 9-11"
-    assert _ranges([5]) == "5"
-
-
 def test_threaded_aliquot_suggestion_resolves_necrosis() -> None:
     inj = {"region": "cheek", "device": "cannula", "volume_ml": 2.0, "bolus_ml": 0.5, "tunnel_length_mm": 20}
     necrotic = [f for f in graft_findings(_plan([inj])) if f.rule == "graft.necrotic_core"]

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from regenguide.domain.findings import Finding
+from regenguide.domain.findings import INDICATOR_RANK, Finding, injection_ranges
 from regenguide.domain.plan import Injection, PlanDocument
 
 EXT = "https://regenguide.org/fhir/StructureDefinition/"
@@ -417,33 +417,18 @@ def findings_to_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] 
     return _CARDS.validate_python([_card_data(f, orders) for f in findings])
 
 
-_SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 _INJECTION_PREFIX = re.compile(r"^Injection \d+(?: \([^)]*\))?: ")
-
-
-def _ranges(indices: Sequence[int]) -> str:
-    """0, 1, 2, 3, 7 → "0–3, 7"."""
-    parts: list[str] = []
-    start = prev = indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}–{prev}")
-        if i is not None:
-            start = prev = i
-    return ", ".join(parts)
 
 
 def _group_card_data(group: Sequence[Finding], orders: list[dict[str, Any]] | None) -> dict[str, Any]:
     """One card for one rule's findings at several injections: the most severe indicator, every
     injection's own finding in the detail, and one suggestion per distinct label whose `update` actions
     amend every injection concerned (accepting it fixes them all)."""
-    first = max(group, key=lambda f: _SEVERITY[f.indicator.value])
+    first = max(group, key=lambda f: INDICATOR_RANK[f.indicator])
     indices = sorted(f.injection_index for f in group if f.injection_index is not None)
     texts = {_INJECTION_PREFIX.sub("", f.summary) for f in group}
     text = _INJECTION_PREFIX.sub("", first.summary)
-    head = f"{len(indices)} injections ({_ranges(indices)}){': ' if len(texts) == 1 else ', e.g. '}"
+    head = f"{len(indices)} injections ({injection_ranges(indices)}){': ' if len(texts) == 1 else ', e.g. '}"
     summary = head + text if len(head + text) < 140 else (head + text)[:138] + "…"
     card = _card_data(first.model_copy(update={"suggestions": []}), None)
     citations = list(dict.fromkeys(c for f in group for c in f.citations))

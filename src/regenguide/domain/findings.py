@@ -7,6 +7,7 @@ returns these, so one engine can merge, sort and render them and CDS Hooks can s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,3 +54,18 @@ class Finding(BaseModel):
         default=None,
         description="evidence label of the weakest cited fact: verified|secondary|expert_opinion|unverified",
     )
+
+
+def injection_ranges(indices: Iterable[int]) -> str:
+    """Compact list of injection indices, e.g. [0, 1, 2, 3, 7, 9] → '0-3, 7, 9' (card summaries)."""
+    values = sorted(set(indices))
+    out: list[str] = []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(out)

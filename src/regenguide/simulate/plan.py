@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from regenguide.domain.findings import INDICATOR_RANK, Finding, Indicator, Source, Suggestion
+from regenguide.domain.findings import INDICATOR_RANK, Finding, Indicator, Source, Suggestion, injection_ranges
 from regenguide.domain.plan import FAT_MODALITIES, Device, Injection, Modality, PlanDocument
 from regenguide.kb.references import EvidenceLabel, resolve
 from regenguide.simulate import closed_form as cf
@@ -614,21 +614,6 @@ class _Issue:
     suggestions: list[Suggestion] = field(default_factory=list)
 
 
-def _ranges(indices: list[int]) -> str:
-    """Compact list of injection indices, e.g. '0-3, 7, 9-12'."""
-    out: list[str] = []
-    values = sorted(set(indices))
-    start = prev = values[0]
-    for v in values[1:] + [None]:  # type: ignore[list-item]
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if v is not None:
-            start = prev = v
-    return ", ".join(out)
-
-
 def _aggregate(issues: list[_Issue]) -> list[Finding]:
     """One finding per issue found at a single injection (actionable, with its own suggestions); one finding
     per rule listing the injections when the same issue is found at several."""
@@ -658,7 +643,7 @@ def _aggregate(issues: list[_Issue]) -> list[Finding]:
         lines = []
         for text, same in by_text.items():
             regions = ", ".join(dict.fromkeys(g.region for g in same))
-            lines.append(f"injection(s) {_ranges([g.index for g in same])} ({regions}): {text}")
+            lines.append(f"injection(s) {injection_ranges([g.index for g in same])} ({regions}): {text}")
         by_suggestion: dict[tuple[str, str], tuple[Suggestion, list[int]]] = {}
         for g in group:
             for s in g.suggestions:
@@ -666,7 +651,7 @@ def _aggregate(issues: list[_Issue]) -> list[Finding]:
                 by_suggestion.setdefault(key, (s, []))[1].append(g.index)
         suggestions = []
         for s, where in by_suggestion.values():
-            label = s.label if len(where) == len(group) else f"{s.label} (injections {_ranges(where)})"
+            label = s.label if len(where) == len(group) else f"{s.label} (injections {injection_ranges(where)})"
             suggestions.append(Suggestion(label=label[:200], changes=s.changes))
         citations = [c for g in group for c in g.citations]
         indicator = max((g.indicator for g in group), key=lambda x: INDICATOR_RANK[x])
@@ -674,7 +659,7 @@ def _aggregate(issues: list[_Issue]) -> list[Finding]:
             _finding(
                 rule,
                 indicator,
-                f"{len(group)} injections ({_ranges(indices)}): {first.headline}",
+                f"{len(group)} injections ({injection_ranges(indices)}): {first.headline}",
                 first.detail + " Affected: " + "; ".join(lines) + ".",
                 citations,
                 None,
@@ -825,7 +810,7 @@ def _plan_findings(
     if assumed:
         detail += (
             f" Cannula aliquots are modelled as strands threaded along the tunnel (Coleman technique); the "
-            f"plan gives no tunnel length at injection(s) {_ranges(assumed)}, so "
+            f"plan gives no tunnel length at injection(s) {injection_ranges(assumed)}, so "
             f"{kb.value('default_tunnel_length_mm'):g} mm is assumed (expert opinion)."
         )
     suggestions: list[Suggestion] = []
