@@ -231,3 +231,53 @@ def test_injection_ranges() -> None:
     assert injection_ranges([0, 1, 2, 3, 7]) == "0-3, 7"
     assert injection_ranges([4]) == "4"
     assert injection_ranges([9, 0, 2, 3, 5, 6, 7, 3]) == "0, 2-3, 5-7, 9"
+
+
+def _stored_patient(engine: Any) -> int:
+    with transaction(engine) as db:
+        p = m.Patient(site_id=1, mrn="R1", given_name="A", family_name="B", birth_date=date(1980, 5, 1), sex="female")
+        db.add(p)
+        db.flush()
+        return int(p.id)
+
+
+def _audit_rows(engine: Any, resource: str) -> list[tuple[str, int | None, str]]:
+    with transaction(engine) as db:
+        rows = db.execute(select(m.AuditEntry).where(m.AuditEntry.resource == resource)).scalars().all()
+        return [(r.username, r.patient_id, r.action) for r in rows]
+
+
+def test_order_sign_for_a_stored_patient_needs_patient_read_and_is_audited(client: Any, auth: Any,
+                                                                           engine: Any) -> None:
+    pid = _stored_patient(engine)
+    body = {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/1", "patientId": f"Patient/{pid}", "draftOrders": _orders()}}
+    url = "/cds-services/regenguide-plan-check"
+    # A researcher sees de-identified data only: naming a stored patient is refused, and nothing is read.
+    refused = client.post(url, json=body, headers=auth["researcher"])
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "patient:read" in refused.json()["detail"]
+    assert _audit_rows(engine, "cds_order_sign") == []
+    # The stateless check of the same orders (no patientId) is open to any signed-in user.
+    anonymous = {**body, "context": {k: v for k, v in body["context"].items() if k != "patientId"}}
+    assert client.post(url, json=anonymous, headers=auth["researcher"]).status_code == 200
+    assert _audit_rows(engine, "cds_order_sign") == []
+    ok = client.post(url, json=body, headers=auth["clinician"])
+    assert ok.status_code == 200, ok.text
+    assert _audit_rows(engine, "cds_order_sign") == [("clinician", pid, "read")]
+    # Without a token: 401 before anything else is looked at, even a wrong hook.
+    assert client.post(url, json={**body, "hook": "patient-view"}).status_code == 401
+
+
+def test_patient_view_needs_patient_read(client: Any, auth: Any, engine: Any) -> None:
+    pid = _stored_patient(engine)
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/1", "patientId": f"Patient/{pid}"}}
+    for role in ("researcher", "lab"):
+        r = client.post("/cds-services/regenguide-patient-summary", json=body, headers=auth[role])
+        assert r.status_code == 403, (role, r.text)
+    assert _audit_rows(engine, "cds_patient_view") == []
+    assert client.post("/cds-services/regenguide-patient-summary", json=body,
+                       headers=auth["nurse"]).status_code == 200
+    assert _audit_rows(engine, "cds_patient_view") == [("nurse", pid, "read")]

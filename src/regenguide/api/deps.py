@@ -19,7 +19,7 @@ from regenguide.store.models import User
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def _read_session(request: Request) -> Session:
+def read_session(request: Request) -> Session:
     session: Session = request.app.state.read_sessions()
     session.info["read_only"] = True
     session.info["audit_commit"] = request.app.state.audit_commit
@@ -32,7 +32,7 @@ def get_db(request: Request) -> Iterator[Session]:
     GET requests get a read session (`info["read_only"]`), whose audit entries go through `audit`.
     A write session opens its transaction (on SQLite: `BEGIN IMMEDIATE`, the write lock) at its first
     statement, so a route should read and validate what it can before it starts writing."""
-    session = _read_session(request) if request.method in ("GET", "HEAD") else request.app.state.sessions()
+    session = read_session(request) if request.method in ("GET", "HEAD") else request.app.state.sessions()
     try:
         yield session
     finally:
@@ -44,7 +44,7 @@ def get_read_db(request: Request) -> Iterator[Session]:
     """A read session whatever the method, for POST routes that only read patient data (the CDS Hooks
     services): on SQLite a deferred transaction on a WAL snapshot, in parallel with other readers and
     writers; its audit entries are appended by `audit` in a short write transaction of their own."""
-    session = _read_session(request)
+    session = read_session(request)
     try:
         yield session
     finally:

@@ -6,13 +6,24 @@ Mounted at the root (`/cds-services`), as EHRs expect. Calls need the same beare
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import func, select
 
-from regenguide.api.deps import CurrentUser, ReadSessionDep, SessionDep, audit
+from regenguide.api.deps import (
+    CurrentUser,
+    Principal,
+    ReadSessionDep,
+    SessionDep,
+    audit,
+    get_principal,
+    oauth2_scheme,
+    read_session,
+)
 from regenguide.api.problems import ProblemError
 from regenguide.cds.hooks import (
     Card,
@@ -26,6 +37,7 @@ from regenguide.cds.hooks import (
     grouped_cards,
     service_requests,
 )
+from regenguide.security import Permission
 from regenguide.services import plans as plan_service
 from regenguide.store import models as m
 
@@ -65,36 +77,67 @@ def _patient_id(context: dict[str, Any]) -> int | None:
 
 @router.post(f"/{PLAN_CHECK}", response_model=CdsResponse, response_model_exclude_none=True,
              summary="order-sign: check draft injection orders")
-def plan_check(request: CdsRequest, db: ReadSessionDep, user: CurrentUser) -> CdsResponse:
-    """Reads (patient, consent, vascular maps) on one read snapshot, ended before the check runs; the
-    audit entry of the read is appended at the end in a short write transaction. Nothing here holds a
-    write lock while it computes, so concurrent calls never wait on each other for the database."""
+async def plan_check(
+    request: CdsRequest, http: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Response:
+    """Three steps on worker threads: (1) the user and the stored patient's context, read on one read
+    snapshot that ends before the check; (2) the check, CPU-bound Python: under the GIL, running it on many
+    threads at once only adds contention and makes the slowest calls slower, so each worker process runs at
+    most `app.state.check_limiter` checks at a time, first come first served; (3) the audit entry of the read,
+    group-committed with the other reads' entries before the response is sent. Nothing holds a write lock
+    while it computes. The response is validated as it is built (pydantic models) and serialised once."""
+    user, known = await anyio.to_thread.run_sync(_reader, http, token, request)
+    draft = request.context["draftOrders"]
+    response, orders = await anyio.to_thread.run_sync(_check, draft, known, limiter=http.app.state.check_limiter)
+    if known is not None:
+        record = user.audit("read", "cds_order_sign", request.hookInstance, known.patient_id, {"orders": orders})
+        await anyio.to_thread.run_sync(http.app.state.audit_commit.append, [record])
+    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+def _reader(
+    http: Request, token: str | None, request: CdsRequest
+) -> tuple[Principal, plan_service.PatientContext | None]:
+    """The caller, and the context of the stored patient named by context.patientId (which needs the
+    permission to read patients' clinical data)."""
+    user = get_principal(http, token)
     if request.hook != "order-sign":
         raise ProblemError(400, "Bad request", f"service {PLAN_CHECK} answers the order-sign hook, not {request.hook}",
                            type_="wrong-hook")
-    draft = request.context.get("draftOrders")
-    if not isinstance(draft, dict):
+    if not isinstance(request.context.get("draftOrders"), dict):
         raise ProblemError(400, "Bad request", "context.draftOrders: a FHIR Bundle is required", type_="validation")
+    pid = _patient_id(request.context)
+    if pid is None:
+        return user, None
+    _require_patient_read(user)
+    with closing(read_session(http)) as db:
+        known = plan_service.patient_context(db, pid)
+        db.rollback()
+    return user, known
+
+
+def _check(draft: dict[str, Any], known: plan_service.PatientContext | None) -> tuple[CdsResponse, int]:
+    """The draft orders as a plan, checked in the patient's context; the cards and the number of orders."""
     try:
         plan = draft_orders_to_plan(draft)
     except DraftOrderError as exc:
         raise ProblemError(400, "Bad request", str(exc), type_="draft-orders") from None
     if plan is None:
-        return CdsResponse(cards=[])
-    pid = _patient_id(request.context)
-    known = plan_service.patient_context(db, pid) if pid is not None else None
-    db.rollback()  # end the read snapshot (and return its connection) before the CPU-bound check
+        return CdsResponse(cards=[]), 0
     result = plan_service.check_in_context(plan, known)
-    response = CdsResponse(cards=grouped_cards(result.findings, service_requests(draft)))
-    if known is not None:
-        audit(db, user, user.audit("read", "cds_order_sign", request.hookInstance, known.patient_id,
-                                   {"orders": len(plan.injections)}))
-    return response
+    return CdsResponse(cards=grouped_cards(result.findings, service_requests(draft))), len(plan.injections)
+
+
+def _require_patient_read(user: Principal) -> None:
+    if not user.can(Permission.patient_read):
+        raise ProblemError(403, "Forbidden", f"role {user.role!r} lacks permission {Permission.patient_read.value}: "
+                           "context.patientId names a stored patient", type_="forbidden")
 
 
 @router.post(f"/{PATIENT_SUMMARY}", response_model=CdsResponse, response_model_exclude_none=True,
              summary="patient-view: overdue follow-ups, open adverse events, unsigned plans")
 def patient_summary(request: CdsRequest, db: ReadSessionDep, user: CurrentUser) -> CdsResponse:
+    _require_patient_read(user)
     pid = _patient_id(request.context)
     if pid is None or db.get(m.Patient, pid) is None:
         raise ProblemError(412, "Precondition failed", "context.patientId does not name a RegenGuide patient",
