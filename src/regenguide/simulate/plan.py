@@ -20,7 +20,9 @@ capacity_fraction x bed volume is the graft volume taken to raise interstitial p
 Speed: deposits are deduplicated and evaluated together per geometry (closed form, vectorised over deposits
 and Monte Carlo draws); each deposit's result is cached by its parameter set (geometry, size, perfusion,
 patient, modality, processing, draws, seed), so re-checking an edited plan recomputes only the changed
-injections. The plan check (`graft_findings`) uses `CHECK_DRAWS` draws; the detailed report
+injections. Derived values are cached too: each deposit's percentile interval (on its cached result), the
+plan's retained-volume interval (by deposits, volumes and level), deposit geometries and recommendations
+(pure functions of their numbers). The plan check (`graft_findings`) uses `CHECK_DRAWS` draws; the detailed report
 (`predict_plan`, `regenguide graft plan`) uses 2,000 by default.
 
 Findings are aggregated: a problem found at one injection is a card for that injection (with its own
@@ -34,6 +36,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,6 +62,7 @@ SOURCE = Source(label="RegenGuide graft survival simulator")
 CHECK_DRAWS = 200
 REPORT_DRAWS = 2000
 _CACHE_SIZE = 4096
+_PLAN_CACHE_SIZE = 256
 
 CITE_ZONES = ["graft.eto-2012", "graft.carpaneda-1993", "graft.khouri-2014-diffusion"]
 CITE_MODEL = CITE_ZONES + [
@@ -180,9 +184,43 @@ def _finding(
     )
 
 
+@dataclass(frozen=True)
+class _Constants:
+    """Knowledge-base values the plan evaluation reads per injection."""
+
+    overweight_bmi: float
+    default_tunnel_length_mm: float
+    fan_width_over_tunnel_length: float
+    capacity_fraction: float
+    critical_ifp_mmhg: float
+    max_thread_diameter_mm: float
+    max_lobule_radius_mm: float
+    session_interval_days: float
+
+    @classmethod
+    def of(cls, kb: GraftKnowledge) -> _Constants:
+        return cls(**{name: kb.value(name) for name in cls.__dataclass_fields__})
+
+
+# Cache: `GraftKnowledge.value` scans the parameter list, and a 40-injection plan asked it ~130 times per
+# check. The values are read once per knowledge object; the slot holds the object itself (compared by
+# identity), so a different or re-loaded knowledge base is never served stale values.
+_constants_slot: tuple[GraftKnowledge, _Constants] | None = None
+
+
+def _constants(kb: GraftKnowledge) -> _Constants:
+    global _constants_slot
+    slot = _constants_slot
+    if slot is not None and slot[0] is kb:
+        return slot[1]
+    const = _Constants.of(kb)
+    _constants_slot = (kb, const)
+    return const
+
+
 def _is_obese(plan: PlanDocument, kb: GraftKnowledge) -> bool:
     bmi = plan.patient.bmi
-    return bmi is not None and bmi >= kb.value("overweight_bmi")
+    return bmi is not None and bmi >= _constants(kb).overweight_bmi
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -203,23 +241,47 @@ class Deposit:
 
 def _deposit(inj: Injection, kb: GraftKnowledge) -> Deposit | None:
     """Deposit geometry of one injection (cm), or None when the plan does not say enough."""
-    volume = inj.volume_ml
+    const = _constants(kb)
+    return _deposit_of(
+        inj.volume_ml,
+        inj.device is Device.cannula,
+        inj.passes,
+        inj.bolus_ml,
+        inj.tunnel_length_mm,
+        inj.recipient_thickness_mm,
+        const.default_tunnel_length_mm,
+        const.fan_width_over_tunnel_length,
+    )
+
+
+# Cache: a plan repeats the same few injection geometries (and a re-checked plan repeats all of them); the
+# geometry is a pure function of these numbers and `Deposit` is immutable, so instances can be shared.
+@lru_cache(maxsize=_CACHE_SIZE, typed=True)
+def _deposit_of(
+    volume: float | None,
+    cannula: bool,
+    passes: int | None,
+    bolus_ml: float | None,
+    tunnel_length_mm: float | None,
+    recipient_thickness_mm: float | None,
+    default_tunnel_length_mm: float,
+    fan_width_over_tunnel_length: float,
+) -> Deposit | None:
     if not volume:
         return None
-    cannula = inj.device is Device.cannula
-    length_mm = inj.tunnel_length_mm
+    length_mm = tunnel_length_mm
     assumed = False
-    if inj.passes and length_mm:
-        per_strand = volume / inj.passes
-    elif cannula and (inj.bolus_ml or inj.passes):
+    if passes and length_mm:
+        per_strand = volume / passes
+    elif cannula and (bolus_ml or passes):
         # Retrograde threading: each aliquot (or volume / passes) is laid along one tunnel.
-        per_strand = volume / inj.passes if inj.passes else min(float(inj.bolus_ml or volume), volume)
+        per_strand = volume / passes if passes else min(float(bolus_ml or volume), volume)
         if length_mm is None:
-            length_mm = kb.value("default_tunnel_length_mm")
+            length_mm = default_tunnel_length_mm
             assumed = True
-    elif inj.bolus_ml:
-        radius = (3.0 * inj.bolus_ml / (4.0 * math.pi)) ** (1.0 / 3.0)
-        return Deposit("sphere", radius, volume / inj.bolus_ml)
+    elif bolus_ml:
+        radius = (3.0 * bolus_ml / (4.0 * math.pi)) ** (1.0 / 3.0)
+        return Deposit("sphere", radius, volume / bolus_ml)
     else:
         return None
     count = volume / per_strand
@@ -230,12 +292,12 @@ def _deposit(inj: Injection, kb: GraftKnowledge) -> Deposit | None:
         sphere = (3.0 * per_strand / (4.0 * math.pi)) ** (1.0 / 3.0)
         return Deposit("sphere", sphere, count, threaded=True, tunnel_length_mm=length_mm,
                        tunnel_length_assumed=assumed)
-    if inj.recipient_thickness_mm:
+    if recipient_thickness_mm:
         # Strands spread over the bed's cross-section (fan width x thickness, several planes): each strand
         # owns a square cell; strands touch when the cell side is below their diameter (graft fraction
         # above pi/4).
-        width = kb.value("fan_width_over_tunnel_length") * length
-        spacing = math.sqrt(width * inj.recipient_thickness_mm / 10.0 / count)
+        width = fan_width_over_tunnel_length * length
+        spacing = math.sqrt(width * recipient_thickness_mm / 10.0 / count)
         if spacing < 2.0 * radius:
             thickness = volume / (length * width)
             return Deposit("slab", thickness / 2.0, 1.0, coalesced=True, threaded=True,
@@ -276,9 +338,13 @@ class _DepositResult:
     retention: float  # nominal parameters
     critical_size_mm: float
     draws: np.ndarray = field(repr=False)  # retained fraction per Monte Carlo draw (read-only)
+    # Cache: percentile interval of `draws` by lower tail (percent). It depends only on the draws, so the
+    # plan check, which re-checks the same deposits on every request, sorts each deposit's draws once.
+    intervals: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
 
 
 _Key = tuple[str, float, str, _Setting]
+_INTERVALS_PER_RESULT = 8  # interval levels remembered per deposit (the API lets callers choose the level)
 _results: OrderedDict[_Key, _DepositResult] = OrderedDict()
 _lock = threading.Lock()
 
@@ -368,6 +434,61 @@ def _evaluate(keys: list[_Key], kb: GraftKnowledge) -> dict[_Key, _DepositResult
     return out
 
 
+def _intervals(keys: list[_Key], results: dict[_Key, _DepositResult], tail: float) -> list[tuple[float, float]]:
+    """(tail, 100 - tail) percentiles of each deposit's retained fraction, in the order of `keys`. Those not
+    cached on the result are computed in one call (per column, the same numbers as a whole-matrix call)."""
+    found: dict[_Key, tuple[float, float]] = {}
+    todo: list[_Key] = []
+    for key in dict.fromkeys(keys):
+        hit = results[key].intervals.get(tail)
+        if hit is None:
+            todo.append(key)
+        else:
+            found[key] = hit
+    if todo:
+        q = np.percentile(np.column_stack([results[k].draws for k in todo]), [tail, 100 - tail], axis=0)
+        for j, key in enumerate(todo):
+            found[key] = (float(q[0, j]), float(q[1, j]))
+            cached = results[key].intervals
+            if len(cached) < _INTERVALS_PER_RESULT:
+                cached[tail] = found[key]
+    return [found[k] for k in keys]
+
+
+# Cache: the plan's retained-volume interval is a percentile over the draws of the volume-weighted sum of its
+# deposits' draws, so it depends only on the deposits (keys), their volumes and the tail; the plan check asks
+# for the same plan's interval on every request. Cached under the same conditions as the deposit results.
+_PlanKey = tuple[_Setting, tuple[tuple[str, float, str], ...], tuple[float, ...], float]
+_plan_intervals: OrderedDict[_PlanKey, tuple[float, float]] = OrderedDict()
+
+
+def _retained_interval_ml(
+    setting: _Setting,
+    keys: list[_Key],
+    results: dict[_Key, _DepositResult],
+    volumes: np.ndarray,
+    tail: float,
+    cacheable: bool,
+) -> tuple[float, float]:
+    """(tail, 100 - tail) percentiles of the plan's retained volume (mL) over the Monte Carlo draws; `keys`
+    (all with `setting`) and `volumes` are the simulated injections, in plan order."""
+    plan_key: _PlanKey = (setting, tuple(k[:3] for k in keys), tuple(volumes.tolist()), tail)
+    if cacheable:
+        with _lock:
+            hit = _plan_intervals.get(plan_key)
+            if hit is not None:
+                _plan_intervals.move_to_end(plan_key)
+                return hit
+    per_draw_ml = np.column_stack([results[k].draws for k in keys]) @ volumes
+    lo_ml, hi_ml = np.percentile(per_draw_ml, [tail, 100 - tail])
+    if cacheable:
+        with _lock:
+            _plan_intervals[plan_key] = (lo_ml, hi_ml)
+            while len(_plan_intervals) > _PLAN_CACHE_SIZE:
+                _plan_intervals.popitem(last=False)
+    return lo_ml, hi_ml
+
+
 @lru_cache(maxsize=4096)
 def _nominal_retention(geometry: str, radius_cm: float, p: ModelParameters, mult: float, nanofat: bool) -> float:
     zones = closed_form_zones(geometry, radius_cm, p)
@@ -410,21 +531,27 @@ def predict_plan(
     if processing not in kb.processing:
         raise ValueError(f"unknown processing {processing!r}; use one of {sorted(kb.processing)}")
     modality = plan.modality.value
+    const = _constants(kb)
     obese = _is_obese(plan, kb)
     nanofat = plan.modality is Modality.nanofat
     setting = _Setting(obese, modality, processing, draws, seed)
     issues: list[_Issue] = []
-    predictions: list[InjectionPrediction] = []
+    # Predictions are built in one constructor call each (assigning fields one by one on a pydantic model
+    # costs more than validating them together); `by_index` collects them in plan order.
+    by_index: dict[int, InjectionPrediction] = {}
     deposits: list[tuple[int, Deposit, str]] = []
     for i, inj in enumerate(plan.injections):
-        predictions.append(
-            InjectionPrediction(index=i, region=inj.region, side=inj.side.value, volume_ml=inj.volume_ml)
-        )
         dep = _deposit(inj, kb)
         if dep is None:
-            predictions[i].note = (
-                "not simulated: give volume_ml and either bolus_ml, passes with tunnel_length_mm, or a "
-                "cannula with bolus_ml or passes"
+            by_index[i] = InjectionPrediction(
+                index=i,
+                region=inj.region,
+                side=inj.side.value,
+                volume_ml=inj.volume_ml,
+                note=(
+                    "not simulated: give volume_ml and either bolus_ml, passes with tunnel_length_mm, or a "
+                    "cannula with bolus_ml or passes"
+                ),
             )
             issues.append(
                 _Issue(
@@ -447,67 +574,70 @@ def predict_plan(
     simulated_idx = [i for i, _, _ in deposits]
     volumes = np.array([inj.volume_ml or 0.0 for inj in plan.injections])
     tail = 100 * (1 - interval) / 2
-    matrix = np.column_stack([results[k].draws for k in keys]) if keys else np.zeros((draws, 0))
-    per_injection = np.percentile(matrix, [tail, 100 - tail], axis=0) if keys else np.zeros((2, 0))
+    per_injection = _intervals(keys, results, tail)
     planned_total = float(volumes.sum())
-    share = {i: float(volumes[i] / planned_total) if planned_total else 0.0 for i in simulated_idx}
     params: dict[str, ModelParameters] = {}
     mult = float(take_multiplier(modality, processing, kb.value("cal_retention_factor"), kb))
-    for j, ((i, dep, perf), key) in enumerate(zip(deposits, keys, strict=True)):
+    for (i, dep, perf), key, retention_interval in zip(deposits, keys, per_injection, strict=True):
         inj = plan.injections[i]
-        pred = predictions[i]
         res = results[key]
         p = params.get(perf) or params.setdefault(perf, nominal_parameters(kb, obese=obese, perfusion=perf))
-        pred.geometry = dep.geometry
-        pred.deposit_diameter_mm = 20.0 * dep.radius_cm
-        pred.deposits = dep.count
-        pred.coalesced = dep.coalesced
-        pred.tunnel_length_mm = dep.tunnel_length_mm
-        pred.tunnel_length_assumed = dep.tunnel_length_assumed
+        volume = float(inj.volume_ml or 0.0)
+        fields: dict[str, object] = {}
         if dep.tunnel_length_assumed:
-            pred.note = (
+            fields["note"] = (
                 f"tunnel length not given: {dep.tunnel_length_mm:g} mm assumed (expert opinion, "
                 "default_tunnel_length_mm)"
             )
-        pred.critical_size_mm = res.critical_size_mm
-        pred.predicted_retention = res.retention
-        pred.retention_interval = (float(per_injection[0, j]), float(per_injection[1, j]))
-        pred.predicted_retained_ml = res.retention * float(inj.volume_ml or 0.0)
-        pred.survival_fraction = res.survival
-        pred.regenerating_fraction = res.regenerating
-        pred.necrotic_fraction = res.necrotic
         capacity_ml = None
         if inj.tunnel_length_mm and inj.recipient_thickness_mm:
             length = inj.tunnel_length_mm / 10.0
-            bed = (
-                length * kb.value("fan_width_over_tunnel_length") * length * inj.recipient_thickness_mm / 10.0
-            )
-            capacity_ml = kb.value("capacity_fraction") * bed
-            pred.graft_to_capacity_ratio = float(inj.volume_ml or 0.0) / capacity_ml
+            bed = length * const.fan_width_over_tunnel_length * length * inj.recipient_thickness_mm / 10.0
+            capacity_ml = const.capacity_fraction * bed
+            ratio = volume / capacity_ml
+            fields["graft_to_capacity_ratio"] = ratio
             # Linear compliance up to the critical pressure (expert opinion): ratio 1 <-> 9 mmHg.
-            pred.interstitial_pressure_mmhg = pred.graft_to_capacity_ratio * kb.value("critical_ifp_mmhg")
-        pred.recommendation = _recommend(
-            inj,
-            dep,
-            p,
-            kb,
-            mult,
-            nanofat,
-            capacity_ml,
-            None if target_retained_ml is None else target_retained_ml * share[i],
+            fields["interstitial_pressure_mmhg"] = ratio * const.critical_ifp_mmhg
+        target_ml = None
+        if target_retained_ml is not None:
+            share = float(volumes[i] / planned_total) if planned_total else 0.0
+            target_ml = target_retained_ml * share
+        pred = InjectionPrediction(
+            index=i,
+            region=inj.region,
+            side=inj.side.value,
+            volume_ml=inj.volume_ml,
+            geometry=dep.geometry,
+            deposit_diameter_mm=20.0 * dep.radius_cm,
+            deposits=dep.count,
+            coalesced=dep.coalesced,
+            tunnel_length_mm=dep.tunnel_length_mm,
+            tunnel_length_assumed=dep.tunnel_length_assumed,
+            critical_size_mm=res.critical_size_mm,
+            predicted_retention=res.retention,
+            retention_interval=retention_interval,
+            predicted_retained_ml=res.retention * volume,
+            survival_fraction=res.survival,
+            regenerating_fraction=res.regenerating,
+            necrotic_fraction=res.necrotic,
+            recommendation=_recommend(inj, dep, p, kb, mult, nanofat, capacity_ml, target_ml),
+            **fields,
         )
+        by_index[i] = pred
         issues += _injection_issues(i, inj, dep, pred, kb)
+    predictions = [by_index[i] for i in range(len(plan.injections))]
 
     findings = _aggregate(issues)
     # Plan totals (only simulated injections count).
-    sim_vol = volumes[simulated_idx] if simulated_idx else np.zeros(0)
     retained_ml = float(sum(predictions[i].predicted_retained_ml or 0.0 for i in simulated_idx))
     plan_ret = plan_int = ret_int_ml = None
-    if simulated_idx and sim_vol.sum() > 0:
-        per_draw_ml = matrix @ sim_vol
-        lo_ml, hi_ml = np.percentile(per_draw_ml, [tail, 100 - tail])
-        plan_ret = retained_ml / float(sim_vol.sum())
-        plan_int = (float(lo_ml / sim_vol.sum()), float(hi_ml / sim_vol.sum()))
+    sim_vol = volumes[simulated_idx] if simulated_idx else np.zeros(0)
+    sim_total = sim_vol.sum()
+    if simulated_idx and sim_total > 0:
+        cacheable = kb is load_graft_knowledge() and seed is not None
+        lo_ml, hi_ml = _retained_interval_ml(setting, keys, results, sim_vol, tail, cacheable)
+        plan_ret = retained_ml / float(sim_total)
+        plan_int = (float(lo_ml / sim_total), float(hi_ml / sim_total))
         ret_int_ml = (float(lo_ml), float(hi_ml))
         assumed = [i for i, dep, _ in deposits if dep.tunnel_length_assumed]
         findings += _plan_findings(
@@ -556,21 +686,58 @@ def _recommend(
     """Deposits small enough to stay wholly in the survival zone, capped by the published maxima (threads
     <= 3.0 mm, Carpaneda 1992; lobule radius <= 2 mm, Khouri 2014), then volume and sessions for the
     target. Strands stay strands (more passes or smaller aliquots per pass); true boluses stay boluses."""
-    r_cyl = min(_survival_radius("cylinder", p), kb.value("max_thread_diameter_mm") / 20.0)
-    r_sph = min(_survival_radius("sphere", p), kb.value("max_lobule_radius_mm") / 10.0)
+    const = _constants(kb)
+    rec = _recommendation(
+        float(inj.volume_ml or 0.0),
+        inj.passes,
+        dep.threaded,
+        dep.tunnel_length_mm,
+        dep.radius_cm,
+        p,
+        mult,
+        nanofat,
+        capacity_ml,
+        target_ml,
+        const.max_thread_diameter_mm,
+        const.max_lobule_radius_mm,
+        const.session_interval_days,
+    )
+    # The cached instance is shared: hand out a copy (all fields are scalars, so a shallow copy is independent).
+    return rec.model_copy()
+
+
+# Cache: the recommendation is a pure function of these hashable inputs, and a plan check recomputes the
+# same recommendations on every request (and within a plan for repeated injections). Callers get a copy.
+@lru_cache(maxsize=_CACHE_SIZE, typed=True)
+def _recommendation(
+    volume: float,
+    planned_passes: int | None,
+    threaded: bool,
+    tunnel_length_mm: float | None,
+    radius_cm: float,
+    p: ModelParameters,
+    mult: float,
+    nanofat: bool,
+    capacity_ml: float | None,
+    target_ml: float | None,
+    max_thread_diameter_mm: float,
+    max_lobule_radius_mm: float,
+    session_interval_days: float,
+) -> Recommendation:
+    r_cyl = min(_survival_radius("cylinder", p), max_thread_diameter_mm / 20.0)
+    r_sph = min(_survival_radius("sphere", p), max_lobule_radius_mm / 10.0)
     max_bolus = 4.0 / 3.0 * math.pi * r_sph**3
-    volume = float(inj.volume_ml or 0.0)
     passes = None
     per_pass = None
-    if dep.threaded and dep.tunnel_length_mm:
-        length = dep.tunnel_length_mm / 10.0
+    if threaded and tunnel_length_mm:
+        length = tunnel_length_mm / 10.0
         per_pass = length * math.pi * r_cyl**2
         geometry, radius = "cylinder", r_cyl
         if volume > 0:
-            passes = max(inj.passes or 1, math.ceil(volume / per_pass))
+            passes = max(planned_passes or 1, math.ceil(volume / per_pass))
             radius = math.sqrt(volume / (passes * length) / math.pi)
     else:
-        geometry, radius = "sphere", min(dep.radius_cm, r_sph)
+        geometry, radius = "sphere", min(radius_cm, r_sph)
     expected = _nominal_retention(geometry, radius, p, mult, nanofat)
     rec = Recommendation(
         passes=passes,
@@ -590,7 +757,7 @@ def _recommend(
     if capacity_ml is not None and capacity_ml > 0 and inject > capacity_ml:
         rec.sessions = math.ceil(inject / capacity_ml)
         rec.volume_per_session_ml = inject / rec.sessions
-        rec.session_interval_days = kb.value("session_interval_days")
+        rec.session_interval_days = session_interval_days
         if per_pass is not None:
             rec.passes = max(1, math.ceil(rec.volume_per_session_ml / per_pass))
     return rec
@@ -599,6 +766,14 @@ def _recommend(
 # ----------------------------------------------------------------------------------------------------
 # Findings: per-injection issues, aggregated into cards
 # ----------------------------------------------------------------------------------------------------
+
+
+class _Proposal(NamedTuple):
+    """A suggestion of one injection. `Suggestion` models are built only for the cards (most per-injection
+    proposals are merged into one card's suggestion, so validating each of them would be wasted work)."""
+
+    label: str
+    changes: dict[str, object]
 
 
 @dataclass
@@ -611,7 +786,7 @@ class _Issue:
     headline: str  # the problem, for a card covering several injections
     detail: str
     citations: list[str]
-    suggestions: list[Suggestion] = field(default_factory=list)
+    suggestions: list[_Proposal] = field(default_factory=list)
 
 
 def _aggregate(issues: list[_Issue]) -> list[Finding]:
@@ -632,7 +807,7 @@ def _aggregate(issues: list[_Issue]) -> list[Finding]:
                     first.detail,
                     first.citations,
                     first.index,
-                    first.suggestions,
+                    [Suggestion(label=label, changes=changes) for label, changes in first.suggestions],
                 )
             )
             continue
@@ -644,7 +819,7 @@ def _aggregate(issues: list[_Issue]) -> list[Finding]:
         for text, same in by_text.items():
             regions = ", ".join(dict.fromkeys(g.region for g in same))
             lines.append(f"injection(s) {injection_ranges([g.index for g in same])} ({regions}): {text}")
-        by_suggestion: dict[tuple[str, str], tuple[Suggestion, list[int]]] = {}
+        by_suggestion: dict[tuple[str, str], tuple[_Proposal, list[int]]] = {}
         for g in group:
             for s in g.suggestions:
                 key = (s.label, repr(sorted(s.changes.items())))
@@ -699,19 +874,15 @@ def _injection_issues(
             )
         )
     if (pred.necrotic_fraction or 0.0) > 0.01:
-        suggestions = []
+        suggestions: list[_Proposal] = []
         if rec is not None and dep.threaded and inj.passes and rec.passes is not None:
-            suggestions.append(
-                Suggestion(label=f"Use {rec.passes} passes (thinner strands)", changes={"passes": rec.passes})
-            )
+            suggestions.append(_Proposal(f"Use {rec.passes} passes (thinner strands)", {"passes": rec.passes}))
         elif rec is not None and dep.threaded and rec.max_ml_per_pass is not None:
             ml = _floor3(rec.max_ml_per_pass)
-            suggestions.append(
-                Suggestion(label=f"Thread at most {ml:.3f} mL per pass", changes={"bolus_ml": ml})
-            )
+            suggestions.append(_Proposal(f"Thread at most {ml:.3f} mL per pass", {"bolus_ml": ml}))
         elif inj.bolus_ml and rec is not None:
             ml = _floor3(rec.max_bolus_ml)
-            suggestions.append(Suggestion(label=f"Use aliquots of at most {ml:.3f} mL", changes={"bolus_ml": ml}))
+            suggestions.append(_Proposal(f"Use aliquots of at most {ml:.3f} mL", {"bolus_ml": ml}))
         kind = "boluses" if pred.geometry == "sphere" else ("layer" if pred.coalesced else "strands")
         out.append(
             _Issue(
@@ -729,7 +900,7 @@ def _injection_issues(
                 suggestions,
             )
         )
-    if pred.geometry == "sphere" and not dep.threaded and d / 2 > kb.value("max_lobule_radius_mm"):
+    if pred.geometry == "sphere" and not dep.threaded and d / 2 > _constants(kb).max_lobule_radius_mm:
         out.append(
             _Issue(
                 "bolus_too_large",
@@ -742,9 +913,7 @@ def _injection_issues(
                 "threading the aliquot retrograde along a tunnel leaves a thin strand instead (give device "
                 "'cannula' and tunnel_length_mm).",
                 ["graft.khouri-2014-diffusion"],
-                [Suggestion(label="Smaller aliquots", changes={"bolus_ml": _floor3(rec.max_bolus_ml)})]
-                if rec
-                else [],
+                [_Proposal("Smaller aliquots", {"bolus_ml": _floor3(rec.max_bolus_ml)})] if rec else [],
             )
         )
     if inj.recipient_thickness_mm and d > inj.recipient_thickness_mm:
@@ -774,16 +943,12 @@ def _injection_issues(
                 "graft volume exceeds the recipient bed's capacity (pressure > 9 mmHg); stage the sessions",
                 "Crowding raises interstitial fluid pressure above the critical 9 mmHg and lowers retention "
                 "(Khouri 2014; Del Vecchio 2014). The bed capacity estimate is expert opinion. Sessions about "
-                f"{kb.value('session_interval_days'):.0f} days apart (Carpaneda).",
+                f"{_constants(kb).session_interval_days:.0f} days apart (Carpaneda).",
                 CITE_CAPACITY,
                 [
-                    Suggestion(
-                        label=f"Stage: {sessions} sessions, {kb.value('session_interval_days'):.0f} days apart",
-                        changes={
-                            "volume_ml": round(
-                                float(rec.volume_per_session_ml or (inj.volume_ml or 0) / 2), 2
-                            )
-                        },
+                    _Proposal(
+                        f"Stage: {sessions} sessions, {_constants(kb).session_interval_days:.0f} days apart",
+                        {"volume_ml": round(float(rec.volume_per_session_ml or (inj.volume_ml or 0) / 2), 2)},
                     )
                 ],
             )
@@ -811,7 +976,7 @@ def _plan_findings(
         detail += (
             f" Cannula aliquots are modelled as strands threaded along the tunnel (Coleman technique); the "
             f"plan gives no tunnel length at injection(s) {injection_ranges(assumed)}, so "
-            f"{kb.value('default_tunnel_length_mm'):g} mm is assumed (expert opinion)."
+            f"{_constants(kb).default_tunnel_length_mm:g} mm is assumed (expert opinion)."
         )
     suggestions: list[Suggestion] = []
     if target_ml is not None:
