@@ -117,7 +117,7 @@ def server(database_url: str, data_dir: Path, workers: int = 1) -> Iterator[str]
         "REGENGUIDE_SECRET_KEY": SECRET,
         "REGENGUIDE_DATA_DIR": str(data_dir),
     }
-    cmd = [sys.executable, "-m", "uvicorn", "regenguide.api.app:create_app", "--factory", "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "uvicorn", "regenguide.api.app:create_server_app", "--factory", "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env)
     base = f"http://127.0.0.1:{port}"

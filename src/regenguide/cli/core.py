@@ -66,7 +66,7 @@ def serve(
     """Run the API server (migrating the database first)."""
     import uvicorn
 
-    from regenguide.api.app import create_app
+    from regenguide.api.app import create_app, freeze_startup_heap
 
     settings = get_settings()
     engine = _engine()
@@ -76,13 +76,15 @@ def serve(
     out.print(f"RegenGuide on [bold]http://{host}:{port}/[/]  (API docs: http://{host}:{port}/docs)"
               + (f"  {n} workers" if n > 1 else ""))
     if n == 1:
-        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+        app = create_app(engine, settings)
+        freeze_startup_heap()
+        uvicorn.run(app, host=host, port=port, log_level="warning")
         return
     # Each worker process builds the app from the same settings (environment). The signing key is made here,
     # once, so that workers never race to create different keys (a token must be valid on every worker).
     settings.resolved_secret_key()
     engine.dispose()
-    uvicorn.run("regenguide.api.app:create_app", factory=True, workers=n, host=host, port=port,
+    uvicorn.run("regenguide.api.app:create_server_app", factory=True, workers=n, host=host, port=port,
                 log_level="warning")
 
 
