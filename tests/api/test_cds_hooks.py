@@ -216,7 +216,10 @@ def test_grouped_cards_one_card_per_rule_with_every_injection_and_its_update() -
     card = next(c for c in cards if c.source.topic and c.source.topic["code"] == "danger_zone.sharp_needle")
     assert card.summary.startswith("5 injections (0-4): ") and len(card.summary) < 140
     assert card.indicator == "critical" and card.overrideReasons
-    assert all(f.summary in (card.detail or "") for f in sharp)
+    # One line for the five identical findings, naming them all, then the zone's explanation once.
+    text = sharp[0].summary.split(": ", 1)[1]
+    assert (card.detail or "").startswith(f"- Injections 0-4: {text}\n\n")
+    assert (card.detail or "").count(text) == 1 and (card.detail or "").count(sharp[0].detail) == 1
     (suggestion,) = card.suggestions or []
     assert [a.description for a in suggestion.actions] == [
         f"{sharp[0].suggestions[0].label} (injection {i})" for i in range(5)]
@@ -281,3 +284,22 @@ def test_patient_view_needs_patient_read(client: Any, auth: Any, engine: Any) ->
     assert client.post("/cds-services/regenguide-patient-summary", json=body,
                        headers=auth["nurse"]).status_code == 200
     assert _audit_rows(engine, "cds_patient_view") == [("nurse", pid, "read")]
+
+
+def test_grouped_card_detail_lists_each_distinct_finding_and_explanation_once() -> None:
+    """Needles in the glabella and in the temple: one card, a line per zone naming its injections, and each
+    zone's own technique (the temple's is not the glabella's)."""
+    base = _plan("glabella_microfat_risky").to_json_dict()
+    glabella = {**base["injections"][0], "device": "needle", "gauge": 27, "region": "glabella", "side": "midline"}
+    temple = {**glabella, "region": "temple", "side": "left"}
+    base["injections"] = [glabella, temple, glabella, temple]
+    plan = PlanDocument.model_validate(base)
+    findings = plan_service.check(plan).findings
+    sharp = [f for f in findings if f.rule == "danger_zone.sharp_needle"]
+    card = next(c for c in grouped_cards(findings, service_requests(plan_to_draft_orders(plan)))
+                if c.source.topic and c.source.topic["code"] == "danger_zone.sharp_needle")
+    lines = [line for line in (card.detail or "").splitlines() if line.startswith("- ")]
+    assert lines == [f"- Injections 0, 2: {sharp[0].summary.split(': ', 1)[1]}",
+                     f"- Injections 1, 3: {sharp[1].summary.split(': ', 1)[1]}"]
+    assert sharp[0].detail != sharp[1].detail
+    assert all((card.detail or "").count(f.detail) == 1 for f in sharp)

@@ -589,6 +589,24 @@ def findings_to_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] 
 _INJECTION_PREFIX = re.compile(r"^Injection \d+(?: \([^)]*\))?: ")
 
 
+_INJECTION_LINE = re.compile(r"^Injection (\d+)((?: \([^)]*\))?: .*)$", re.DOTALL)
+
+
+def _detail_lines(group: Sequence[Finding]) -> list[str]:
+    """The findings of a card, one line per distinct text: "Injections 0-3, 10-13: sharp needle in the
+    glabella …" rather than the same sentence once per injection."""
+    lines: dict[str, list[int]] = {}
+    for f in group:
+        match = _INJECTION_LINE.match(f.summary)
+        key = match.group(2) if match else f.summary
+        if match:
+            lines.setdefault(key, []).append(int(match.group(1)))
+        else:
+            lines.setdefault(key, [])
+    return [key if not idx else f"Injection{'s' if len(set(idx)) > 1 else ''} {injection_ranges(idx)}{key}"
+            for key, idx in lines.items()]
+
+
 def _group_card_data(group: Sequence[Finding], orders: list[dict[str, Any]] | None) -> dict[str, Any]:
     """One card for one rule's findings at several injections: the most severe indicator, every
     injection's own finding in the detail, and one suggestion per distinct label whose `update` actions
@@ -601,9 +619,11 @@ def _group_card_data(group: Sequence[Finding], orders: list[dict[str, Any]] | No
     summary = head + text if len(head + text) < 140 else (head + text)[:138] + "…"
     card = _card_data(first.model_copy(update={"suggestions": []}), None)
     citations = list(dict.fromkeys(c for f in group for c in f.citations))
-    items = "\n".join(f"- {f.summary}" for f in group)
+    items = "\n".join(f"- {line}" for line in _detail_lines(group))
     card["summary"] = summary
-    card["detail"] = (f"{items}\n\n{first.detail}" + (f"\n\nCitations: {', '.join(citations)}" if citations else "")
+    # Every distinct explanation (the glabella's technique is not the temple's), each once.
+    details = "\n\n".join(dict.fromkeys(f.detail for f in group if f.detail))
+    card["detail"] = (f"{items}\n\n{details}" + (f"\n\nCitations: {', '.join(citations)}" if citations else "")
                       + (f" (evidence: {first.evidence})" if first.evidence else ""))
     by_label: dict[str, list[dict[str, Any]]] = {}
     for f in group:
