@@ -83,12 +83,16 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    # CDS Hooks first: routes are matched in order, and the EHR's calls are the ones that must be fast.
+    for router in _routers_of("cds_hooks"):
+        app.include_router(router)
     for name in API_ROUTERS:
         for router in _routers_of(name):
             app.include_router(router, prefix=API_PREFIX)
     for name in ROOT_ROUTERS:
-        for router in _routers_of(name):
-            app.include_router(router)
+        if name != "cds_hooks":
+            for router in _routers_of(name):
+                app.include_router(router)
     from fastapi.staticfiles import StaticFiles
 
     from regenguide.api.routers.web import STATIC

@@ -88,6 +88,12 @@ class Principal:
 def get_principal(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
     """The user of the bearer token, looked up in a short read transaction of its own (never in the
     request's session: on SQLite a write request would otherwise hold the write lock from here on)."""
+    with read_session(request) as db:
+        return principal_of(request, token, db)
+
+
+def principal_of(request: Request, token: str | None, db: Session) -> Principal:
+    """The user of the bearer token, looked up on `db` (a read session, which the caller may go on using)."""
     if not token:
         raise ProblemError(401, "Not authenticated", "a bearer token is required (POST /api/v1/auth/token)")
     try:
@@ -96,11 +102,9 @@ def get_principal(request: Request, token: Annotated[str | None, Depends(oauth2_
         raise ProblemError(401, "Not authenticated", "the token has expired; log in again") from None
     except jwt.InvalidTokenError:
         raise ProblemError(401, "Not authenticated", "the token is not valid") from None
-    with request.app.state.read_sessions() as db:
-        user = db.get(User, int(claims["sub"]))
-        principal = None if user is None or not user.active else Principal(
-            user.id, user.username, user.role, permissions_for(user.role))
-        db.rollback()
+    user = db.get(User, int(claims["sub"]))
+    principal = None if user is None or not user.active else Principal(
+        user.id, user.username, user.role, permissions_for(user.role))
     if principal is None:
         raise ProblemError(401, "Not authenticated", "the user no longer exists or is disabled")
     return principal

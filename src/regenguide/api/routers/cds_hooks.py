@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from regenguide.api.deps import (
     CurrentUser,
@@ -20,8 +21,8 @@ from regenguide.api.deps import (
     ReadSessionDep,
     SessionDep,
     audit,
-    get_principal,
     oauth2_scheme,
+    principal_of,
     read_session,
 )
 from regenguide.api.problems import ProblemError
@@ -100,7 +101,14 @@ def _reader(
 ) -> tuple[Principal, plan_service.PatientContext | None]:
     """The caller, and the context of the stored patient named by context.patientId (which needs the
     permission to read patients' clinical data)."""
-    user = get_principal(http, token)
+    with closing(read_session(http)) as db:  # one read snapshot: the user, then the patient
+        return _read(http, token, request, db)
+
+
+def _read(
+    http: Request, token: str | None, request: CdsRequest, db: Session
+) -> tuple[Principal, plan_service.PatientContext | None]:
+    user = principal_of(http, token, db)
     if request.hook != "order-sign":
         raise ProblemError(400, "Bad request", f"service {PLAN_CHECK} answers the order-sign hook, not {request.hook}",
                            type_="wrong-hook")
@@ -110,10 +118,7 @@ def _reader(
     if pid is None:
         return user, None
     _require_patient_read(user)
-    with closing(read_session(http)) as db:
-        known = plan_service.patient_context(db, pid)
-        db.rollback()
-    return user, known
+    return user, plan_service.patient_context(db, pid)
 
 
 def _check(draft: dict[str, Any], known: plan_service.PatientContext | None) -> tuple[CdsResponse, int]:
