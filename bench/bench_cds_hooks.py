@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -139,6 +140,39 @@ def hook_request(draft: dict[str, Any], patient_id: int | None) -> dict[str, Any
     return {"hook": "order-sign", "hookInstance": str(uuid.uuid4()), "context": context}
 
 
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_bodies.lua"
+
+
+def wrk_load(base: str, token: str, bodies: list[bytes], *, seconds: int, clients: int,
+             threads: int = 2) -> dict[str, Any]:
+    """POST the bodies (in turn, per connection) for `seconds` from `clients` keep-alive connections of wrk, a
+    load generator in C; the same figures as `run_load` (wrk reports latency percentiles in microseconds)."""
+    with tempfile.TemporaryDirectory(prefix="rg-wrk-") as tmp:
+        paths = []
+        for i, body in enumerate(bodies):
+            path = Path(tmp) / f"body{i}.json"
+            path.write_bytes(body)
+            paths.append(str(path))
+        out = Path(tmp) / "summary.json"
+        cmd = ["wrk", f"-t{min(threads, clients)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s",
+               "-s", str(WRK_SCRIPT), "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",
+               f"{base}{SERVICE}", "--", *paths]
+        load_before = loadavg()
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RG_WRK_OUT": str(out)})
+        if done.returncode != 0:
+            raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        w = json.loads(out.read_text())
+    errors = w["errors_status"] + w["errors_connect"] + w["errors_read"] + w["errors_write"] + w["errors_timeout"]
+    wall = w["duration_us"] / 1e6
+    return {"clients": clients, "load_generator": "wrk", "requests": w["requests"], "ok": w["requests"] - errors,
+            "errors": errors, "p50_ms": round(w["p50_us"] / 1000, 2), "p95_ms": round(w["p95_us"] / 1000, 2),
+            "p99_ms": round(w["p99_us"] / 1000, 2), "mean_ms": round(w["mean_us"] / 1000, 2),
+            "max_ms": round(w["max_us"] / 1000, 2), "wall_s": round(wall, 2),
+            "throughput_rps": round(w["requests"] / wall, 1) if wall > 0 else None,
+            "status_codes": {"200": w["requests"] - w["errors_status"], "other": w["errors_status"]},
+            "loadavg_before": load_before, "loadavg_after": loadavg()}
+
+
 def bench_database(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     ids: list[int] = prepare(url, args.patients, args.seed)["ids"]
     rng = random.Random(args.seed)
@@ -160,13 +194,18 @@ def bench_database(url: str, data_dir: Path, args: argparse.Namespace) -> dict[s
                 sample = c.post(SERVICE, content=bodies[0], headers=JSON)
                 sample.raise_for_status()
                 cards = sample.json()["cards"]
-            print(f"  {name}: {len(cards)} cards, {args.requests} requests, {args.clients} clients …", flush=True)
+            amount = f"{args.seconds} s" if args.load == "wrk" else f"{args.requests} requests"
+            print(f"  {name}: {len(cards)} cards, {amount}, {args.clients} clients ({args.load}) …", flush=True)
             # Warm-up, not measured: every worker process serves some requests of this case first, so the
             # figures are the steady state rather than each process's first calls.
-            run_load(base, token, call, requests=2 * args.clients, clients=args.clients,
-                     processes=args.client_processes)
-            r = run_load(base, token, call, requests=args.requests, clients=args.clients,
+            if args.load == "wrk":
+                wrk_load(base, token, bodies, seconds=2, clients=args.clients)
+                r = wrk_load(base, token, bodies, seconds=args.seconds, clients=args.clients)
+            else:
+                run_load(base, token, call, requests=2 * args.clients, clients=args.clients,
                          processes=args.client_processes)
+                r = {"load_generator": "httpx", **run_load(base, token, call, requests=args.requests,
+                                                          clients=args.clients, processes=args.client_processes)}
             out[name] = {"modality": modality, "injections": len(plan.injections), "cards": len(cards),
                          "critical_cards": sum(1 for x in cards if x.get("indicator") == "critical"),
                          "request_bytes": len(bodies[0]),
@@ -187,18 +226,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="160 requests per case")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="uvicorn worker processes (default: one per core, at most 4, as `regenguide serve`)")
+    parser.add_argument("--load", choices=["auto", "wrk", "httpx"], default="auto",
+                        help="load generator: wrk (C; Debian package wrk) or httpx threads; auto: wrk when installed")
+    parser.add_argument("--seconds", type=int, default=20, help="measured seconds per case with wrk (default 20)")
     parser.add_argument("--client-processes", type=int, default=4,
-                        help="processes the clients' threads are spread over (default 4)")
+                        help="httpx load: processes the clients' threads are spread over (default 4)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results file (default bench/results/cds_hooks.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests = min(args.requests, 160)
+        args.seconds = min(args.seconds, 5)
+    if args.load == "auto":
+        args.load = "wrk" if shutil.which("wrk") else "httpx"
     results: dict[str, Any] = {
         "benchmark": "cds_hooks", "quick": args.quick, "service": f"POST {SERVICE}", "hook": "order-sign",
         "requests_per_case": args.requests, "clients": args.clients, "target_p99_ms": 500,
         "server": f"uvicorn, {args.workers} worker(s) (subprocess)", "workers": args.workers,
-        "client_processes": args.client_processes,
+        "load_generator": args.load, "client_processes": args.client_processes if args.load == "httpx" else None,
+        "seconds_per_case": args.seconds if args.load == "wrk" else None,
         "loadavg_start": loadavg(),
     }
     print("in process …", flush=True)

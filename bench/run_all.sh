@@ -31,6 +31,11 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$root" || exit 2
+# The CDS Hooks benchmark drives the server with wrk (Debian package) when it is there: install it if we can.
+if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null 2>&1 \
+    || echo "wrk could not be installed: bench_cds_hooks.py falls back to its httpx clients" >&2
+fi
 failed=()
 for script in "$here"/bench_*.py; do
   name="$(basename "$script" .py)"

@@ -70,7 +70,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     )
     app.state.read_sessions = session_factory(app.state.read_engine)
     app.state.audit_commit = GroupCommit(app.state.engine)
-    # CDS Hooks order-sign checks run one at a time per worker process (see routers.cds_hooks.plan_check).
+    # CDS Hooks order-sign reads and checks run one at a time per worker process (routers.cds_hooks.plan_check).
     app.state.check_limiter = anyio.CapacityLimiter(1)
     # Load and validate the knowledge bases now, in every worker process, rather than in the first clinical
     # request (a few hundred ms, which would otherwise fall on whoever is first after each start).

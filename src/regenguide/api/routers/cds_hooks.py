@@ -82,14 +82,16 @@ async def plan_check(
     request: CdsRequest, http: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> Response:
     """Three steps on worker threads: (1) the user and the stored patient's context, read on one read
-    snapshot that ends before the check; (2) the check, CPU-bound Python: under the GIL, running it on many
-    threads at once only adds contention and makes the slowest calls slower, so each worker process runs at
-    most `app.state.check_limiter` checks at a time, first come first served; (3) the audit entry of the read,
-    group-committed with the other reads' entries before the response is sent. Nothing holds a write lock
-    while it computes. The response is validated as it is built (pydantic models) and serialised once."""
-    user, known = await anyio.to_thread.run_sync(_reader, http, token, request)
+    snapshot that ends before the check; (2) the check. Both are mostly CPU-bound Python: under the GIL,
+    running them on many threads at once only adds contention and makes the slowest calls slower, so each
+    worker process runs at most `app.state.check_limiter` of them at a time, first come first served. (3) The
+    audit entry of the read, group-committed with the other reads' entries (so not limited: waiting callers
+    share one commit) before the response is sent. Nothing holds a write lock while it computes. The response
+    is validated as it is built (pydantic models) and serialised once."""
+    limiter = http.app.state.check_limiter
+    user, known = await anyio.to_thread.run_sync(_reader, http, token, request, limiter=limiter)
     draft = request.context["draftOrders"]
-    response, orders = await anyio.to_thread.run_sync(_check, draft, known, limiter=http.app.state.check_limiter)
+    response, orders = await anyio.to_thread.run_sync(_check, draft, known, limiter=limiter)
     if known is not None:
         record = user.audit("read", "cds_order_sign", request.hookInstance, known.patient_id, {"orders": orders})
         await anyio.to_thread.run_sync(http.app.state.audit_commit.append, [record])
