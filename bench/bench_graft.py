@@ -94,8 +94,12 @@ def forty_injection_plan(careful: bool) -> PlanDocument:
 
 def _clear_caches() -> None:
     plan_module._results.clear()
+    plan_module._plan_intervals.clear()
     plan_module._nominal_retention.cache_clear()
     plan_module._sampled.cache_clear()
+    plan_module._deposit_of.cache_clear()
+    plan_module._recommendation.cache_clear()
+    plan_module._constants_slot = None
 
 
 def _cold(fn: Callable[[], object]) -> Callable[[], object]:
