@@ -180,6 +180,8 @@ def bench_database(url: str, data_dir: Path, args: argparse.Namespace) -> dict[s
     with server(url, data_dir, args.workers) as base:
         token = login(base)
         for name, modality, careful, with_patient in CASES:
+            if args.cases and name not in args.cases:
+                continue
             plan = forty_injection_plan(careful, modality)
             picks = [rng.choice(ids) for _ in range(64)]
             # Bodies are encoded once, beforehand: the figures are the service's, not the time the load
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="160 requests per case")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="uvicorn worker processes (default: one per core, at most 4, as `regenguide serve`)")
+    parser.add_argument("--cases", type=lambda v: v.split(","), default=None,
+                        help=f"comma-separated subset of the cases ({', '.join(c[0] for c in CASES)})")
     parser.add_argument("--load", choices=["auto", "wrk", "httpx"], default="auto",
                         help="load generator: wrk (C; Debian package wrk) or httpx threads; auto: wrk when installed")
     parser.add_argument("--seconds", type=int, default=20, help="measured seconds per case with wrk (default 20)")
@@ -237,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.requests = min(args.requests, 160)
         args.seconds = min(args.seconds, 5)
+    unknown = sorted(set(args.cases or ()) - {c[0] for c in CASES})
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(unknown)}")
     if args.load == "auto":
         args.load = "wrk" if shutil.which("wrk") else "httpx"
     results: dict[str, Any] = {
