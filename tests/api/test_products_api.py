@@ -409,6 +409,31 @@ def test_naive_times_are_refused_naming_the_field(client: Any, auth: Any) -> Non
     assert r.status_code == 422 and "at" in [e["field"].split(".")[-1] for e in r.json()["errors"]]
 
 
+def test_custody_times_in_the_future_are_refused_and_store_nothing(client: Any, auth: Any, engine: Any) -> None:
+    """A mistyped year or day would otherwise stand in the chain of custody and bar every later real event
+    (events may not precede the last one). A few minutes' clock drift between devices is tolerated."""
+    pid = _patient(client, auth, "P1")
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    r = client.post("/api/v1/products", json={"patient_id": pid, "product_type": "prp", "location": "lab",
+                                              "collected_at": tomorrow}, headers=auth["lab"])
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert "collected_at" in r.json()["detail"] and "in the future" in r.json()["detail"]
+    with transaction(engine) as db:
+        assert db.execute(select(func.count()).select_from(m.BiologicProduct)).scalar_one() == 0
+    prod = _product(client, auth, pid, None)
+    r = client.post(f"/api/v1/products/{prod['id']}/events",
+                    json={"type": "processed", "location": "lab", "at": tomorrow}, headers=auth["lab"])
+    assert r.status_code == 422 and "in the future" in r.json()["detail"]
+    with transaction(engine) as db:
+        events = db.execute(select(m.CustodyEvent.event_type).where(m.CustodyEvent.product_id == prod["id"]))
+        assert [e for (e,) in events] == ["collected"]
+        assert db.get(m.BiologicProduct, prod["id"]).status == "collected"
+    drift = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()  # a device clock two minutes fast
+    r = client.post(f"/api/v1/products/{prod['id']}/events", json={"type": "processed", "location": "lab",
+                                                                   "at": drift}, headers=auth["lab"])
+    assert r.status_code == 201, r.text
+
+
 def test_recall_accepts_scanned_and_keyed_identifiers_and_reagent_lots_as_csv(
     client: Any, auth: Any, engine: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

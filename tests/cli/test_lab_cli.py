@@ -115,6 +115,9 @@ def test_divide_and_backdated_events(setup: dict[str, Any], engine: Any) -> None
     earlier = runner.invoke(app, ["lab", "event", str(pid), "qc_passed", "--location", "lab",
                                   "--at", start.isoformat()])
     assert earlier.exit_code == 2 and "before the last custody event" in earlier.output
+    future = runner.invoke(app, ["lab", "event", str(pid), "qc_passed", "--location", "lab",
+                                 "--at", (datetime.now(UTC) + timedelta(days=365)).isoformat()])
+    assert future.exit_code == 2 and "in the future" in future.output
     for event in ("qc_passed", "released"):
         assert runner.invoke(app, ["lab", "event", str(pid), event, "--location", "lab"]).exit_code == 0
     r = runner.invoke(app, ["lab", "divide", str(pid), "--count", "2", "--location", "lab",

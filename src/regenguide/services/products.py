@@ -12,7 +12,7 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,19 @@ class ProductError(ValueError):
 
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+#: How far ahead of the server's clock a recorded time may be: the clocks of the lab's and the ward's devices
+#: drift a little (an engineering tolerance, not a clinical rule). Beyond it, a custody time is a typing error,
+#: and accepting it would also bar every later real event, which may not precede it.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _not_future(at: datetime, field: str) -> None:
+    now = datetime.now(UTC)
+    if at > now + CLOCK_SKEW:
+        raise ProductError(422, field, f"{field}: {at.isoformat()} is in the future (the server's time is "
+                                       f"{now.isoformat(timespec='seconds')})")
 
 
 def identifier_of(product: m.BiologicProduct) -> ProductIdentifier:
@@ -189,6 +202,7 @@ def register_product(db: Session, new: NewProduct, user_id: int | None) -> m.Bio
     if db.execute(select(m.BiologicProduct.id).where(m.BiologicProduct.identifier == ident.key)).first():
         raise ProductError(409, "identifier", f"identifier {ident.key} is already in use")
     collected_at = _aware(new.collected_at)
+    _not_future(collected_at, "collected_at")
     product = m.BiologicProduct(
         patient_id=patient.id, plan_id=new.plan_id, identifier=ident.key, identifier_scheme=ident.scheme.value,
         identifier_data=ident.model_dump(mode="json"), product_type=new.product_type.value, status="collected",
@@ -214,6 +228,7 @@ def record_event(
     user_id: int | None, note: str | None = None,
 ) -> m.CustodyEvent:
     at = _aware(at or datetime.now(UTC))
+    _not_future(at, "at")
     try:
         status = apply_event(ProductStatus(product.status), event)
     except IllegalTransition as exc:
