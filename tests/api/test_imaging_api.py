@@ -61,6 +61,11 @@ def test_upload_doppler_measure_and_map(client: Any, auth: Any, tmp_path: Path) 
     study = r.json()
     assert study["calibrated"] is True
     assert _upload(client, auth, path, pid).status_code == 409
+    # The same instance filed under another patient is refused for its identity, not as a duplicate.
+    other = _patient(client, auth, "US-2")
+    wrong = _upload(client, auth, path, other)
+    assert wrong.status_code == 422 and "already imported" not in wrong.json()["detail"]
+    assert "patient id differs" in wrong.json()["detail"]
     flow = client.get(f"/api/v1/imaging/studies/{study['id']}/doppler", headers=auth["clinician"]).json()
     depths = sorted(v["depth_mm"] for v in flow["vessels"])
     assert len(depths) == 2

@@ -16,6 +16,7 @@ from regenguide.imaging.dicom_io import (
     ImagingError,
     IngestedStudy,
     PatientIdentity,
+    check_identity,
     ingest_dicom,
     read_dataset,
     read_study,
@@ -65,6 +66,12 @@ def import_study(
         metadata = read_study(path)
     except ImagingError as exc:
         raise StudyError(422, "file", f"{path.name}: {exc}", field="file") from None
+    # Identity first: a file of another patient is refused as such, and never learns from a 409 whether its
+    # instance is already on file.
+    try:
+        check_identity(metadata, identity_of(patient), allow_missing=allow_missing_identity)
+    except ImagingError as exc:
+        raise StudyError(422, "identity", f"{path.name}: {exc}", field="file") from None
     if metadata.sop_instance_uid and db.execute(
         select(m.ImagingStudy.id).where(m.ImagingStudy.sop_instance_uid == metadata.sop_instance_uid)
     ).first():
