@@ -409,6 +409,50 @@ def test_naive_times_are_refused_naming_the_field(client: Any, auth: Any) -> Non
     assert r.status_code == 422 and "at" in [e["field"].split(".")[-1] for e in r.json()["errors"]]
 
 
+def _cart(**over: Any) -> dict[str, Any]:
+    return {"product_type": "car_t", "prepared_at": NOW.isoformat(), "operator": "cell.lab",
+            "collection": {"method": "leukapheresis", "collected_at": (NOW - timedelta(days=20)).isoformat()},
+            "manufacturing_site": "Site M", "manufacturing_lot": "MFG-1", "total_cells": 1e8,
+            "viability_percent": 90, **over}
+
+
+def test_labelled_expiry_is_the_expiry_when_no_hold_time_gives_one_or_when_earlier(
+    client: Any, auth: Any, engine: Any
+) -> None:
+    pid = _patient(client, auth, "P1")
+    # CAR-T: no sourced hold time, so without a label there is no expiry (and the bedside refuses the product) …
+    bare = _product(client, auth, pid, None, product_type="car_t", preparation=_cart())
+    assert client.get(f"/api/v1/products/{bare['id']}", headers=auth["lab"]).json()["expires_at"] is None
+    # … with the label's expiry, that is the expiry, and the record says where it comes from.
+    label_at = NOW + timedelta(days=30)
+    cart = _cart(labelled_expiry={"expires_at": label_at.isoformat(), "source": "product label"})
+    labelled = _product(client, auth, pid, None, product_type="car_t", preparation=cart)
+    with transaction(engine) as db:
+        row = db.get(m.BiologicProduct, labelled["id"])
+        assert row.expires_at.replace(tzinfo=UTC) == label_at and row.expiry_basis == "labelled expiry (product label)"
+    # PRP: the 4 h hold after processing still wins over a later labelled time, an earlier one wins over it.
+    for hours, wins in ((48, "hold"), (1, "label")):
+        prep = prp(labelled_expiry={"expires_at": (NOW + timedelta(hours=hours)).isoformat(), "source": "SOP-12"})
+        product = _product(client, auth, pid, None, preparation=prep)
+        assert _event(client, auth, product["id"], "processed", at=NOW).status_code == 201
+        with transaction(engine) as db:
+            row = db.get(m.BiologicProduct, product["id"])
+            expected = NOW + timedelta(hours=4) if wins == "hold" else NOW + timedelta(hours=1)
+            assert row.expires_at.replace(tzinfo=UTC) == expected, (hours, row.expiry_basis)
+            assert ("labelled expiry" in row.expiry_basis) == (wins == "label")
+    # A labelled time without its UTC offset, or without a source, is refused naming the field.
+    naive = _cart(labelled_expiry={"expires_at": "2027-01-01T08:00:00", "source": "product label"})
+    r = client.post("/api/v1/products", json={"patient_id": pid, "product_type": "car_t", "location": "lab",
+                                              "collected_at": NOW.isoformat(), "preparation": naive},
+                    headers=auth["lab"])
+    assert r.status_code == 422 and "preparation.labelled_expiry.expires_at" in r.text
+    sourceless = _cart(labelled_expiry={"expires_at": label_at.isoformat(), "source": ""})
+    r = client.post("/api/v1/products", json={"patient_id": pid, "product_type": "car_t", "location": "lab",
+                                              "collected_at": NOW.isoformat(), "preparation": sourceless},
+                    headers=auth["lab"])
+    assert r.status_code == 422 and "preparation.labelled_expiry.source" in r.text
+
+
 def test_custody_times_in_the_future_are_refused_and_store_nothing(client: Any, auth: Any, engine: Any) -> None:
     """A mistyped year or day would otherwise stand in the chain of custody and bar every later real event
     (events may not precede the last one). A few minutes' clock drift between devices is tolerated."""

@@ -99,11 +99,22 @@ class BloodCounts(_Strict):
         return self
 
 
+class LabelledExpiry(_Strict):
+    """An expiry printed on the product's label or set by its manufacturer's instructions or the facility's
+    SOP (e.g. a cell therapy's post-thaw limit): recorded as given, never computed here."""
+
+    expires_at: AwareDatetime
+    source: str = Field(min_length=1, max_length=120,
+                        description="where the time comes from, e.g. 'product label', 'manufacturer IFU', 'SOP-12'")
+
+
 class _Base(_Strict):
     prepared_at: AwareDatetime
     operator: str = Field(min_length=1)
     reagents: list[LotRef] = Field(default_factory=list, description="any other lots used")
     notes: str = ""
+    labelled_expiry: LabelledExpiry | None = Field(
+        default=None, description="the product's own expiry; it wins over the hold-time expiry when earlier")
 
     def lots(self) -> list[LotRef]:
         return list(self.reagents)

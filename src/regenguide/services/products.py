@@ -144,8 +144,16 @@ def _refresh_expiry(db: Session, product: m.BiologicProduct) -> None:
     if thaw and thaw.get("thawed_at"):
         thawed = datetime.fromisoformat(thaw["thawed_at"])
     expiry = compute_expiry(product.product_type, events, thawed_at=thawed, hold_times=hold_times())
-    product.expires_at = expiry.expires_at
-    product.expiry_basis = expiry.reason[:200]
+    expires_at, basis = expiry.expires_at, expiry.reason
+    labelled = (product.preparation or {}).get("labelled_expiry")
+    if labelled:
+        # The product's own expiry (label, manufacturer, SOP) wins when it is earlier, or when the hold time
+        # gives none (no sourced hold time for most cell therapies).
+        label_at = _aware(datetime.fromisoformat(labelled["expires_at"]))
+        if expires_at is None or label_at < _aware(expires_at):
+            expires_at, basis = label_at, f"labelled expiry ({labelled['source']})"
+    product.expires_at = expires_at
+    product.expiry_basis = basis[:200]
 
 
 def _prep_field(loc: tuple[Any, ...]) -> str:
