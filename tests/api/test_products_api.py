@@ -453,6 +453,40 @@ def test_labelled_expiry_is_the_expiry_when_no_hold_time_gives_one_or_when_earli
     assert r.status_code == 422 and "preparation.labelled_expiry.source" in r.text
 
 
+def test_thaw_event_keeps_the_status_happens_once_and_starts_the_post_thaw_clock(
+    client: Any, auth: Any, engine: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    holds = tmp_path / "holds.yaml"  # the facility's SOP (a test value, not a clinical one)
+    holds.write_text("- {product_type: car_t, hours: 3, clock_starts: thawed, evidence: expert_opinion,"
+                     " citations: ['facility-sop:CART-01']}\n", encoding="utf-8")
+    monkeypatch.setenv("REGENGUIDE_HOLD_TIMES_FILE", str(holds))
+    pid = _patient(client, auth, "P1")
+    cart = _cart(release_tests=[{"test": "sterility", "result": "pass"}])
+    prod = _product(client, auth, pid, None, product_type="car_t", preparation=cart)
+    for event in ("processed", "qc_passed", "released"):
+        assert _event(client, auth, prod["id"], event).status_code == 201
+    assert client.get(f"/api/v1/products/{prod['id']}", headers=auth["lab"]).json()["expires_at"] is None
+    thawed_at = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
+    r = _event(client, auth, prod["id"], "thawed", at=thawed_at)
+    assert r.status_code == 201, r.text
+    after = client.get(f"/api/v1/products/{prod['id']}", headers=auth["lab"]).json()
+    assert after["status"] == "released"
+    assert datetime.fromisoformat(after["expires_at"]).replace(tzinfo=UTC) == thawed_at + timedelta(hours=3)
+    again = _event(client, auth, prod["id"], "thawed", at=thawed_at + timedelta(minutes=1))
+    assert again.status_code == 409 and "already thawed" in again.json()["detail"]
+    # A product whose preparation record already gives the thaw time takes no second one from the log.
+    frozen = {"cryoprotectant": "DMSO", "frozen_at": (NOW - timedelta(days=10)).isoformat(),
+              "storage_temperature_c": -150}
+    recorded = _cart(cryopreservation=frozen, thaw={"thawed_at": (NOW - timedelta(hours=1)).isoformat()})
+    other = _product(client, auth, pid, None, product_type="car_t", preparation=recorded)
+    assert _event(client, auth, other["id"], "processed").status_code == 201
+    refused = _event(client, auth, other["id"], "thawed")
+    assert refused.status_code == 409 and "already gives its thaw time" in refused.json()["detail"]
+    # A fresh product cannot be thawed before it is even received or processed.
+    fresh = _product(client, auth, pid, None)
+    assert _event(client, auth, fresh["id"], "thawed").status_code == 409
+
+
 def test_custody_times_in_the_future_are_refused_and_store_nothing(client: Any, auth: Any, engine: Any) -> None:
     """A mistyped year or day would otherwise stand in the chain of custody and bar every later real event
     (events may not precede the last one). A few minutes' clock drift between devices is tolerated."""

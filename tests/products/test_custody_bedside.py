@@ -56,6 +56,12 @@ LEGAL = {
     (S.issued, E.discarded): S.discarded,
     (S.returned, E.issued): S.issued,
     (S.returned, E.discarded): S.discarded,
+    # A thaw keeps the status: a frozen product is thawed after receipt or processing, before it is given.
+    (S.received, E.thawed): S.received,
+    (S.processed, E.thawed): S.processed,
+    (S.qc_passed, E.thawed): S.qc_passed,
+    (S.released, E.thawed): S.released,
+    (S.issued, E.thawed): S.issued,
 }
 ILLEGAL = [(s, e) for s in ProductStatus for e in EventType if (s, e) not in LEGAL]
 
@@ -75,7 +81,7 @@ def test_every_illegal_transition_is_refused(status: ProductStatus, event: Event
 
 
 def test_illegal_count_and_message() -> None:
-    assert len(ILLEGAL) == 11 * 10 - len(LEGAL)
+    assert len(ILLEGAL) == 11 * 11 - len(LEGAL)
     with pytest.raises(IllegalTransition, match="only a released"):
         apply_event(S.processed, E.administered)
     with pytest.raises(IllegalTransition, match="no further event"):
@@ -108,6 +114,26 @@ def test_append_only_log() -> None:
         append_event(log, _ev(din.key, E.issued, -5))
     with pytest.raises(CustodyError, match="appended to the log"):
         append_event(log, _ev("OTHER", E.issued, 100))
+
+
+def test_a_product_is_thawed_once_and_the_thaw_starts_its_clock(tmp_path: Path) -> None:
+    din = new_din("A9999", 26, 4)
+    log = append_event(_log(din.key, FLOW), _ev(din.key, E.thawed, 100))
+    assert replay(log) is S.released  # the thaw does not change the status
+    with pytest.raises(CustodyError, match="already thawed"):
+        append_event(log, _ev(din.key, E.thawed, 120))
+    # No sourced post-thaw hold for CAR-T: the clock starts at the logged thaw, but no expiry is computed …
+    cart = compute_expiry("car_t", log, thawed_at=T0)
+    assert cart.clock_started_at == T0 + timedelta(minutes=100) and cart.expires_at is None
+    # … until the facility sets one (its SOP, here a made-up test value).
+    path = tmp_path / "holds.yaml"
+    path.write_text("- {product_type: car_t, hours: 3, clock_starts: thawed, evidence: expert_opinion,"
+                    " citations: ['facility-sop:CART-01']}\n", encoding="utf-8")
+    table = load_facility_hold_times(path)
+    assert compute_expiry("car_t", log, hold_times=table).expires_at == T0 + timedelta(minutes=100, hours=3)
+    # Without a logged thaw, the preparation record's thaw time is used.
+    unthawed = _log(din.key, FLOW)
+    assert compute_expiry("car_t", unthawed, thawed_at=T0, hold_times=table).expires_at == T0 + timedelta(hours=3)
 
 
 def test_prp_expiry_from_hold_time() -> None:

@@ -90,7 +90,7 @@ def register_cmd(
 def event_cmd(
     product_id: Annotated[int, typer.Argument()],
     event: Annotated[str, typer.Argument(help="received | processed | qc_passed | qc_failed | released | issued | "
-                                              "discarded | returned")],
+                                              "discarded | returned | thawed")],
     location: Annotated[str, typer.Option()],
     note: Annotated[str | None, typer.Option()] = None,
     at: Annotated[str | None, typer.Option(help="ISO time with offset; now when absent")] = None,

@@ -40,6 +40,7 @@ class EventType(StrEnum):
     administered = "administered"
     discarded = "discarded"
     returned = "returned"
+    thawed = "thawed"  # a cryopreserved product thawed: status unchanged, at most once, starts the thaw clock
 
 
 class ProductStatus(StrEnum):
@@ -62,17 +63,18 @@ FINAL_STATUSES = frozenset({S.administered, S.discarded})
 TRANSITIONS: Mapping[ProductStatus, Mapping[EventType, ProductStatus]] = {
     S.new: {E.collected: S.collected},
     S.collected: {E.received: S.received, E.processed: S.processed, E.discarded: S.discarded},
-    S.received: {E.processed: S.processed, E.discarded: S.discarded},
+    S.received: {E.processed: S.processed, E.thawed: S.received, E.discarded: S.discarded},
     S.processed: {
         E.processed: S.processed,
         E.qc_passed: S.qc_passed,
         E.qc_failed: S.qc_failed,
+        E.thawed: S.processed,
         E.discarded: S.discarded,
     },
-    S.qc_passed: {E.released: S.released, E.discarded: S.discarded},
+    S.qc_passed: {E.released: S.released, E.thawed: S.qc_passed, E.discarded: S.discarded},
     S.qc_failed: {E.discarded: S.discarded},
-    S.released: {E.issued: S.issued, E.administered: S.administered, E.discarded: S.discarded},
-    S.issued: {E.administered: S.administered, E.returned: S.returned, E.discarded: S.discarded},
+    S.released: {E.issued: S.issued, E.administered: S.administered, E.thawed: S.released, E.discarded: S.discarded},
+    S.issued: {E.administered: S.administered, E.returned: S.returned, E.thawed: S.issued, E.discarded: S.discarded},
     S.returned: {E.issued: S.issued, E.discarded: S.discarded},
     S.administered: {},
     S.discarded: {},
@@ -85,6 +87,7 @@ _WHY = {
     E.qc_passed: "QC follows processing",
     E.qc_failed: "QC follows processing",
     E.returned: "only an issued product may be returned",
+    E.thawed: "a product is thawed after it is received or processed and before it is given",
 }
 
 
@@ -140,8 +143,17 @@ def append_event(log: Iterable[CustodyEvent], event: CustodyEvent) -> tuple[Cust
             raise CustodyError(
                 f"event time {event.at.isoformat()} is before the last event ({events[-1].at.isoformat()})"
             )
+    if event.type is E.thawed:
+        thawed = thaw_time(events)
+        if thawed is not None:
+            raise CustodyError(f"already thawed at {thawed.isoformat()}: a product is thawed once")
     apply_event(replay(events), event.type)
     return (*events, event)
+
+
+def thaw_time(events: Iterable[CustodyEvent]) -> datetime | None:
+    """When the log says the product was thawed (its `thawed` event), if it does."""
+    return next((e.at for e in events if e.type is E.thawed), None)
 
 
 def replay(events: Iterable[CustodyEvent]) -> ProductStatus:
@@ -184,8 +196,8 @@ def compute_expiry(
         start = next((e.at for e in evs if e.type is EventType.collected), None)
     elif rule.clock_starts == "processed":
         start = next((e.at for e in reversed(evs) if e.type is EventType.processed), None)
-    else:
-        start = thawed_at
+    else:  # thawed: the custody log's thaw, else the thaw in the preparation record
+        start = thaw_time(evs) or thawed_at
     base = {
         "clock_starts": rule.clock_starts,
         "clock_started_at": start,

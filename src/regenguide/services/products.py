@@ -254,12 +254,20 @@ def record_event(
     last = _events(db, product)
     if last and at < _aware(last[-1].at):
         raise ProductError(422, "at", f"at: {at.isoformat()} is before the last custody event ({last[-1].at})")
+    if event is EventType.thawed:
+        thawed = next((e.at for e in last if e.event_type == EventType.thawed.value), None)
+        if thawed is not None:
+            raise ProductError(409, "already_thawed", f"{product.identifier} was already thawed at {thawed}: a "
+                               "product is thawed once", current_status=product.status, event=event.value)
+        if ((product.preparation or {}).get("thaw") or {}).get("thawed_at"):
+            raise ProductError(409, "thaw_recorded", f"the preparation record of {product.identifier} already "
+                               "gives its thaw time", current_status=product.status, event=event.value)
     row = m.CustodyEvent(product_id=product.id, event_type=event.value, status_after=status.value, at=at,
                          location=location, user_id=user_id, note=note)
     db.add(row)
     product.status = status.value
     db.flush()
-    if event in (EventType.processed, EventType.collected):
+    if event in (EventType.processed, EventType.collected, EventType.thawed):
         _refresh_expiry(db, product)
     return row
 
