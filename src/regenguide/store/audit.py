@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from regenguide.store.db import transaction
@@ -78,15 +78,25 @@ def _fields(seq: int, at: datetime, rec: AuditRecord) -> dict[str, Any]:
     }
 
 
+_HEAD_FOR_UPDATE = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+_INSERT_ENTRIES = insert(AuditEntry)
+_UPDATE_HEAD = (update(AuditHead).where(AuditHead.id == 1)
+                .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
+
+
 def append(session: Session, records: Sequence[AuditRecord] | AuditRecord, *, at: datetime | None = None) -> int:
     """Append records in the caller's transaction; returns the last sequence number."""
     if isinstance(records, AuditRecord):
         records = [records]
     if not records:
         return 0
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    # Core statements on the session's connection, not the ORM's unit of work: every request appends here,
+    # and the head row is only ever read and written by this function (the ORM objects would cost more
+    # than the three statements themselves).
+    session.flush()  # the caller's pending ORM changes go first, in the same transaction
+    conn = session.connection()
+    seq, prev = conn.execute(_HEAD_FOR_UPDATE).one()
     at = at or datetime.now(UTC)
-    seq, prev = head.seq, head.hash
     rows: list[dict[str, Any]] = []
     for rec in records:
         seq += 1
@@ -94,9 +104,11 @@ def append(session: Session, records: Sequence[AuditRecord] | AuditRecord, *, at
         h = entry_hash(prev, fields)
         rows.append({**fields, "prev_hash": prev, "hash": h})
         prev = h
-    session.execute(insert(AuditEntry), rows)
-    head.seq, head.hash = seq, prev
-    session.flush()
+    conn.execute(_INSERT_ENTRIES, rows)
+    conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": prev})
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, AuditHead):  # a head loaded earlier in this session is stale now
+            session.expire(obj)
     return seq
 
 
