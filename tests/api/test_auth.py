@@ -55,3 +55,12 @@ def test_wrong_password_unknown_user_and_disabled_user_are_refused_alike_and_aud
 def test_login_form_errors_name_the_field(client: Any) -> None:
     r = client.post("/api/v1/auth/token", data={"username": "nurse"})
     assert r.status_code == 422 and "password" in r.text
+
+
+def test_a_token_stops_working_when_its_user_is_disabled(client: Any, engine: Any, auth: Any) -> None:
+    assert client.get("/api/v1/auth/me", headers=auth["nurse"]).status_code == 200
+    with transaction(engine) as db:
+        db.execute(update(m.User).where(m.User.username == "nurse").values(active=False))
+    r = client.get("/api/v1/auth/me", headers=auth["nurse"])
+    assert r.status_code == 401 and "disabled" in r.json()["detail"]
+    assert client.get("/api/v1/auth/me", headers=auth["clinician"]).status_code == 200
