@@ -65,6 +65,7 @@ def test_restore_refuses_a_file_that_is_not_a_backup(cli_db: str, tmp_path: Path
     fake.write_text("hello")
     r = runner.invoke(app, ["restore", str(fake), "--yes"])
     assert r.exit_code == 2 and "not a RegenGuide backup" in r.output
+    assert "rows" not in r.output  # refused before any progress bar is drawn
     r = runner.invoke(app, ["restore", str(tmp_path / "missing.rgbak"), "--yes"])
     assert r.exit_code == 2 and "does not exist" in r.output
 
@@ -76,3 +77,5 @@ def test_backup_then_restore_via_cli(cli_db: str, tmp_path: Path) -> None:
     r = runner.invoke(app, ["restore", str(path), "--yes"])
     assert r.exit_code == 0, r.output
     assert "restored" in r.output
+    restored = int(r.output.split("restored ")[1].split()[0])
+    assert f"{restored}/{restored}" in r.output  # the bar knew its total from the backup's header

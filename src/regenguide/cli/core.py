@@ -129,18 +129,22 @@ def restore(
     yes: Annotated[bool, typer.Option("--yes", help="replace the current database without asking")] = False,
 ) -> None:
     """Replace the database with a backup (checked in full before anything is changed)."""
-    from regenguide.services.backup import BackupError
+    from regenguide.services.backup import BackupError, check_backup
     from regenguide.services.backup import restore as run_restore
 
     if not path.is_file():
         raise fail(f"{path} does not exist")
+    try:
+        checked = check_backup(path)  # refused before anything is asked, drawn or changed
+    except BackupError as exc:
+        raise fail(str(exc)) from None
     if not yes and sys.stdin.isatty() and not typer.confirm("Replace the whole database with this backup?"):
         raise fail("restore cancelled", code=1)
     engine = _engine()
     try:
-        with progress_bar("restore", None) as bar:
-            task = bar.add_task("rows", total=None)
-            summary = run_restore(engine, path, progress=lambda n: bar.update(task, advance=n))
+        with progress_bar("restore", checked.total_rows) as bar:
+            task = bar.add_task("rows", total=checked.total_rows)
+            summary = run_restore(engine, checked, progress=lambda n: bar.update(task, advance=n))
     except BackupError as exc:
         raise fail(str(exc)) from None
     out.print(f"restored {summary.total_rows} rows at revision {summary.revision}")

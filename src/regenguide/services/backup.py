@@ -169,13 +169,36 @@ def _read(path: Path) -> tuple[dict[str, Any], Iterator[tuple[str, list[list[Any
     return header, rows()
 
 
-def restore(engine: Engine, path: Path, progress: Callable[[int], None] | None = None) -> BackupSummary:
+@dataclass
+class CheckedBackup:
+    """A backup file read in full and found sound (format, checksum, row counts, schema revision)."""
+
+    path: Path
+    header: dict[str, Any]
+    rows: Iterator[tuple[str, list[list[Any]]]]
+
+    @property
+    def total_rows(self) -> int:
+        return sum(int(n) for n in self.header.get("rows", {}).values())
+
+
+def check_backup(path: Path) -> CheckedBackup:
+    """Read the whole file and refuse it (BackupError) unless `restore` can load it; nothing is changed."""
     header, rows = _read(path)
     if header["revision"] != schema.head_revision():
         raise BackupError(
             f"backup schema revision {header['revision']} differs from this version's {schema.head_revision()}; "
             "restore it with the RegenGuide version that wrote it, then upgrade"
         )
+    return CheckedBackup(path, header, rows)
+
+
+def restore(
+    engine: Engine, source: Path | CheckedBackup, progress: Callable[[int], None] | None = None
+) -> BackupSummary:
+    """Replace the database's contents with the backup's, in one transaction (checked first when given a path)."""
+    checked = source if isinstance(source, CheckedBackup) else check_backup(source)
+    path, header, rows = checked.path, checked.header, checked.rows
     tables = {t.name: t for t in _tables()}
     decoders = {name: _decoder(t) for name, t in tables.items()}
     with engine.begin() as conn:
