@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from regenguide.api.deps import (
     CurrentUser,
@@ -101,26 +100,22 @@ async def plan_check(
 def _reader(
     http: Request, token: str | None, request: CdsRequest
 ) -> tuple[Principal, plan_service.PatientContext | None]:
-    """The caller, and the context of the stored patient named by context.patientId (which needs the
-    permission to read patients' clinical data)."""
-    with closing(read_session(http)) as db:  # one read snapshot: the user, then the patient
-        return _read(http, token, request, db)
-
-
-def _read(
-    http: Request, token: str | None, request: CdsRequest, db: Session
-) -> tuple[Principal, plan_service.PatientContext | None]:
-    user = principal_of(http, token, db)
-    if request.hook != "order-sign":
-        raise ProblemError(400, "Bad request", f"service {PLAN_CHECK} answers the order-sign hook, not {request.hook}",
-                           type_="wrong-hook")
-    if not isinstance(request.context.get("draftOrders"), dict):
-        raise ProblemError(400, "Bad request", "context.draftOrders: a FHIR Bundle is required", type_="validation")
-    pid = _patient_id(request.context)
-    if pid is None:
-        return user, None
-    _require_patient_read(user)
-    return user, plan_service.patient_context(db, pid)
+    """The caller (authenticated before anything else is looked at), and the context of the stored patient
+    named by context.patientId (which needs the permission to read patients' clinical data), on one read
+    snapshot."""
+    with closing(read_session(http)) as db:
+        user = principal_of(http, token, db)
+        if request.hook != "order-sign":
+            raise ProblemError(400, "Bad request", f"service {PLAN_CHECK} answers the order-sign hook, "
+                               f"not {request.hook}", type_="wrong-hook")
+        if not isinstance(request.context.get("draftOrders"), dict):
+            raise ProblemError(400, "Bad request", "context.draftOrders: a FHIR Bundle is required",
+                               type_="validation")
+        pid = _patient_id(request.context)
+        if pid is None:
+            return user, None
+        _require_patient_read(user)
+        return user, plan_service.patient_context(db, pid)
 
 
 def _check(draft: dict[str, Any], known: plan_service.PatientContext | None) -> tuple[CdsResponse, int]:
