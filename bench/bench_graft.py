@@ -99,7 +99,6 @@ def _clear_caches() -> None:
     plan_module._sampled.cache_clear()
     plan_module._deposit_of.cache_clear()
     plan_module._recommendation.cache_clear()
-    plan_module._constants_slot = None
 
 
 def _cold(fn: Callable[[], object]) -> Callable[[], object]:

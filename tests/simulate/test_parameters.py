@@ -100,3 +100,15 @@ def test_unverified_parameters_are_listed() -> None:
     assert "solubility_mol_cm3_mmhg: unverified" in names
     assert "consumption_mol_cm3_s: unverified (derived)" in names
     assert "boundary_po2_lean_mmhg" not in names
+
+
+def test_parameters_are_found_by_name_and_an_unknown_name_is_a_key_error() -> None:
+    from regenguide.simulate.parameters import GraftKnowledge, load_graft_knowledge
+
+    kb = load_graft_knowledge()
+    assert all(kb.param(p.name) is p and kb.value(p.name) == p.nominal for p in kb.parameters)
+    with pytest.raises(KeyError):
+        kb.param("no_such_parameter")
+    # The index is derived state: an equal knowledge base, validated anew, compares equal and finds the same.
+    again = GraftKnowledge.model_validate(kb.model_dump(by_alias=True))
+    assert again == kb and again.param("capacity_fraction") == kb.param("capacity_fraction")

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from regenguide.kb.references import EvidenceLabel, KnowledgeBaseError, resolve
 
@@ -121,6 +121,14 @@ class GraftKnowledge(_Strict):
     perfusion_length_mm: dict[Literal["low", "normal", "high"], FactorSpec]
     anchors: dict[str, AnchorSpec]
 
+    # Parameters by name, built once: the plan check reads a hundred-odd values per call. Derived from
+    # `parameters`, so two equal knowledge bases still compare equal. (Frozen: a new knowledge base is made by
+    # validation, which builds it; `model_copy(update={"parameters": …})` would keep the old one.)
+    _by_name: dict[str, ParameterSpec] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._by_name.update((p.name, p) for p in self.parameters)
+
     @model_validator(mode="after")
     def _complete(self) -> GraftKnowledge:
         names = [p.name for p in self.parameters]
@@ -138,10 +146,11 @@ class GraftKnowledge(_Strict):
         return self
 
     def param(self, name: str) -> ParameterSpec:
-        for spec in self.parameters:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
+        # Through `__pydantic_private__` itself: pydantic's attribute hook for `self._by_name` costs more
+        # than the lookup it serves.
+        private = self.__pydantic_private__
+        assert private is not None  # filled by model_post_init
+        return private["_by_name"][name]  # type: ignore[no-any-return]
 
     def value(self, name: str) -> float:
         return self.param(name).nominal

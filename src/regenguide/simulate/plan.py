@@ -184,43 +184,9 @@ def _finding(
     )
 
 
-@dataclass(frozen=True)
-class _Constants:
-    """Knowledge-base values the plan evaluation reads per injection."""
-
-    overweight_bmi: float
-    default_tunnel_length_mm: float
-    fan_width_over_tunnel_length: float
-    capacity_fraction: float
-    critical_ifp_mmhg: float
-    max_thread_diameter_mm: float
-    max_lobule_radius_mm: float
-    session_interval_days: float
-
-    @classmethod
-    def of(cls, kb: GraftKnowledge) -> _Constants:
-        return cls(**{name: kb.value(name) for name in cls.__dataclass_fields__})
-
-
-# Cache: `GraftKnowledge.value` scans the parameter list, and a 40-injection plan asked it ~130 times per
-# check. The values are read once per knowledge object; the slot holds the object itself (compared by
-# identity), so a different or re-loaded knowledge base is never served stale values.
-_constants_slot: tuple[GraftKnowledge, _Constants] | None = None
-
-
-def _constants(kb: GraftKnowledge) -> _Constants:
-    global _constants_slot
-    slot = _constants_slot
-    if slot is not None and slot[0] is kb:
-        return slot[1]
-    const = _Constants.of(kb)
-    _constants_slot = (kb, const)
-    return const
-
-
 def _is_obese(plan: PlanDocument, kb: GraftKnowledge) -> bool:
     bmi = plan.patient.bmi
-    return bmi is not None and bmi >= _constants(kb).overweight_bmi
+    return bmi is not None and bmi >= kb.value("overweight_bmi")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -241,7 +207,6 @@ class Deposit:
 
 def _deposit(inj: Injection, kb: GraftKnowledge) -> Deposit | None:
     """Deposit geometry of one injection (cm), or None when the plan does not say enough."""
-    const = _constants(kb)
     return _deposit_of(
         inj.volume_ml,
         inj.device is Device.cannula,
@@ -249,8 +214,8 @@ def _deposit(inj: Injection, kb: GraftKnowledge) -> Deposit | None:
         inj.bolus_ml,
         inj.tunnel_length_mm,
         inj.recipient_thickness_mm,
-        const.default_tunnel_length_mm,
-        const.fan_width_over_tunnel_length,
+        kb.value("default_tunnel_length_mm"),
+        kb.value("fan_width_over_tunnel_length"),
     )
 
 
@@ -531,7 +496,6 @@ def predict_plan(
     if processing not in kb.processing:
         raise ValueError(f"unknown processing {processing!r}; use one of {sorted(kb.processing)}")
     modality = plan.modality.value
-    const = _constants(kb)
     obese = _is_obese(plan, kb)
     nanofat = plan.modality is Modality.nanofat
     setting = _Setting(obese, modality, processing, draws, seed)
@@ -592,12 +556,12 @@ def predict_plan(
         capacity_ml = None
         if inj.tunnel_length_mm and inj.recipient_thickness_mm:
             length = inj.tunnel_length_mm / 10.0
-            bed = length * const.fan_width_over_tunnel_length * length * inj.recipient_thickness_mm / 10.0
-            capacity_ml = const.capacity_fraction * bed
+            bed = length * kb.value("fan_width_over_tunnel_length") * length * inj.recipient_thickness_mm / 10.0
+            capacity_ml = kb.value("capacity_fraction") * bed
             ratio = volume / capacity_ml
             fields["graft_to_capacity_ratio"] = ratio
             # Linear compliance up to the critical pressure (expert opinion): ratio 1 <-> 9 mmHg.
-            fields["interstitial_pressure_mmhg"] = ratio * const.critical_ifp_mmhg
+            fields["interstitial_pressure_mmhg"] = ratio * kb.value("critical_ifp_mmhg")
         target_ml = None
         if target_retained_ml is not None:
             share = float(volumes[i] / planned_total) if planned_total else 0.0
@@ -686,7 +650,6 @@ def _recommend(
     """Deposits small enough to stay wholly in the survival zone, capped by the published maxima (threads
     <= 3.0 mm, Carpaneda 1992; lobule radius <= 2 mm, Khouri 2014), then volume and sessions for the
     target. Strands stay strands (more passes or smaller aliquots per pass); true boluses stay boluses."""
-    const = _constants(kb)
     rec = _recommendation(
         float(inj.volume_ml or 0.0),
         inj.passes,
@@ -698,9 +661,9 @@ def _recommend(
         nanofat,
         capacity_ml,
         target_ml,
-        const.max_thread_diameter_mm,
-        const.max_lobule_radius_mm,
-        const.session_interval_days,
+        kb.value("max_thread_diameter_mm"),
+        kb.value("max_lobule_radius_mm"),
+        kb.value("session_interval_days"),
     )
     # The cached instance is shared: hand out a copy (all fields are scalars, so a shallow copy is independent).
     return rec.model_copy()
@@ -900,7 +863,7 @@ def _injection_issues(
                 suggestions,
             )
         )
-    if pred.geometry == "sphere" and not dep.threaded and d / 2 > _constants(kb).max_lobule_radius_mm:
+    if pred.geometry == "sphere" and not dep.threaded and d / 2 > kb.value("max_lobule_radius_mm"):
         out.append(
             _Issue(
                 "bolus_too_large",
@@ -943,11 +906,11 @@ def _injection_issues(
                 "graft volume exceeds the recipient bed's capacity (pressure > 9 mmHg); stage the sessions",
                 "Crowding raises interstitial fluid pressure above the critical 9 mmHg and lowers retention "
                 "(Khouri 2014; Del Vecchio 2014). The bed capacity estimate is expert opinion. Sessions about "
-                f"{_constants(kb).session_interval_days:.0f} days apart (Carpaneda).",
+                f"{kb.value('session_interval_days'):.0f} days apart (Carpaneda).",
                 CITE_CAPACITY,
                 [
                     _Proposal(
-                        f"Stage: {sessions} sessions, {_constants(kb).session_interval_days:.0f} days apart",
+                        f"Stage: {sessions} sessions, {kb.value('session_interval_days'):.0f} days apart",
                         {"volume_ml": round(float(rec.volume_per_session_ml or (inj.volume_ml or 0) / 2), 2)},
                     )
                 ],
@@ -976,7 +939,7 @@ def _plan_findings(
         detail += (
             f" Cannula aliquots are modelled as strands threaded along the tunnel (Coleman technique); the "
             f"plan gives no tunnel length at injection(s) {injection_ranges(assumed)}, so "
-            f"{_constants(kb).default_tunnel_length_mm:g} mm is assumed (expert opinion)."
+            f"{kb.value('default_tunnel_length_mm'):g} mm is assumed (expert opinion)."
         )
     suggestions: list[Suggestion] = []
     if target_ml is not None:
