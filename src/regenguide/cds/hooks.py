@@ -478,7 +478,11 @@ def draft_orders_to_plan(draft_orders: dict[str, Any], patient: dict[str, Any] |
 
     The Bundle and the orders RegenGuide reads are validated first (`validate_draft_orders`), so a
     malformed order is refused with a message naming the element rather than half-read."""
-    orders = validate_draft_orders(draft_orders)
+    return orders_to_plan(validate_draft_orders(draft_orders), patient)
+
+
+def orders_to_plan(orders: Sequence[DraftOrder], patient: dict[str, Any] | None = None) -> PlanDocument | None:
+    """The plan of validated draft orders (`validate_draft_orders`); None when there are none."""
     if not orders:
         return None
     modalities = {o.modality for o in orders}
@@ -586,10 +590,8 @@ def findings_to_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] 
     return _CARDS.validate_python([_card_data(f, orders) for f in findings])
 
 
-_INJECTION_PREFIX = re.compile(r"^Injection \d+(?: \([^)]*\))?: ")
-
-
-_INJECTION_LINE = re.compile(r"^Injection (\d+)((?: \([^)]*\))?: .*)$", re.DOTALL)
+# "Injection 3: text" or "Injection 3 (region): text" — the index, the qualifier with its colon, the text.
+_INJECTION_PREFIX = re.compile(r"^Injection (\d+)((?: \([^)]*\))?: )")
 
 
 def _detail_lines(group: Sequence[Finding]) -> list[str]:
@@ -597,13 +599,11 @@ def _detail_lines(group: Sequence[Finding]) -> list[str]:
     glabella …" rather than the same sentence once per injection."""
     lines: dict[str, list[int]] = {}
     for f in group:
-        match = _INJECTION_LINE.match(f.summary)
-        key = match.group(2) if match else f.summary
+        match = _INJECTION_PREFIX.match(f.summary)
+        indices = lines.setdefault(f.summary[match.start(2):] if match else f.summary, [])
         if match:
-            lines.setdefault(key, []).append(int(match.group(1)))
-        else:
-            lines.setdefault(key, [])
-    return [key if not idx else f"Injection{'s' if len(set(idx)) > 1 else ''} {injection_ranges(idx)}{key}"
+            indices.append(int(match.group(1)))
+    return [f"Injection{'s' if len(set(idx)) > 1 else ''} {injection_ranges(idx)}{key}" if idx else key
             for key, idx in lines.items()]
 
 

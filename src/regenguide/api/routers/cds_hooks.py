@@ -33,9 +33,9 @@ from regenguide.cds.hooks import (
     DraftOrderError,
     Feedback,
     Link,
-    draft_orders_to_plan,
     grouped_cards,
-    service_requests,
+    orders_to_plan,
+    validate_draft_orders,
 )
 from regenguide.security import Permission
 from regenguide.services import plans as plan_service
@@ -121,13 +121,14 @@ def _reader(
 def _check(draft: dict[str, Any], known: plan_service.PatientContext | None) -> tuple[CdsResponse, int]:
     """The draft orders as a plan, checked in the patient's context; the cards and the number of orders."""
     try:
-        plan = draft_orders_to_plan(draft)
+        orders = validate_draft_orders(draft)
+        plan = orders_to_plan(orders)
     except DraftOrderError as exc:
         raise ProblemError(400, "Bad request", str(exc), type_="draft-orders") from None
     if plan is None:
         return CdsResponse(cards=[]), 0
     result = plan_service.check_in_context(plan, known)
-    return CdsResponse(cards=grouped_cards(result.findings, service_requests(draft))), len(plan.injections)
+    return CdsResponse(cards=grouped_cards(result.findings, [o.resource for o in orders])), len(orders)
 
 
 def _require_patient_read(user: Principal) -> None:
