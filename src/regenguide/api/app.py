@@ -20,23 +20,16 @@ from regenguide.store.db import make_engine, session_factory
 
 API_PREFIX = "/api/v1"
 
-# Router modules under regenguide.api.routers: each exposes `router` (an APIRouter) or `routers` (a list).
-# Routers listed in ROOT_ROUTERS are mounted at the root instead of /api/v1 (CDS Hooks, web pages).
-API_ROUTERS: list[str] = [
-    "auth",
-    "records",
-    "resources",
-    "products",
-    "plans",
-    "kb",
-    "analytics",
-    "questionnaires",
-    "simulation",
-    "imaging",
-]
-ROOT_ROUTERS: list[str] = [
-    "cds_hooks",
-    "web",
+# Router modules under regenguide.api.routers, each with its prefix: each module exposes `router` (an
+# APIRouter) or `routers` (a list). Routes are matched in this order, so CDS Hooks, whose calls an EHR
+# makes on order signing and which must answer fast, come first (matching costs grow along the list).
+ROUTERS: list[tuple[str, str]] = [
+    ("cds_hooks", ""),
+    *((name, API_PREFIX) for name in (
+        "auth", "records", "resources", "products", "plans", "kb", "analytics", "questionnaires", "simulation",
+        "imaging",
+    )),
+    ("web", ""),
 ]
 
 
@@ -83,16 +76,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    # CDS Hooks first: routes are matched in order, and the EHR's calls are the ones that must be fast.
-    for router in _routers_of("cds_hooks"):
-        app.include_router(router)
-    for name in API_ROUTERS:
+    for name, prefix in ROUTERS:
         for router in _routers_of(name):
-            app.include_router(router, prefix=API_PREFIX)
-    for name in ROOT_ROUTERS:
-        if name != "cds_hooks":
-            for router in _routers_of(name):
-                app.include_router(router)
+            app.include_router(router, prefix=prefix)
     from fastapi.staticfiles import StaticFiles
 
     from regenguide.api.routers.web import STATIC

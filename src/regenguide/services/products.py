@@ -33,6 +33,7 @@ from regenguide.products.custody import (
     apply_event,
     compute_expiry,
     release_blockers,
+    thaw_time,
 )
 from regenguide.products.din import IdentifierError, IdScheme, ProductIdentifier, divide, new_local_id, parse_identifier
 from regenguide.products.labels import label_from_snapshot, render_label_pdf, render_label_png
@@ -255,7 +256,7 @@ def record_event(
     if last and at < _aware(last[-1].at):
         raise ProductError(422, "at", f"at: {at.isoformat()} is before the last custody event ({last[-1].at})")
     if event is EventType.thawed:
-        thawed = next((e.at for e in last if e.event_type == EventType.thawed.value), None)
+        thawed = thaw_time(_event_models(product, last))
         if thawed is not None:
             raise ProductError(409, "already_thawed", f"{product.identifier} was already thawed at {thawed}: a "
                                "product is thawed once", current_status=product.status, event=event.value)
