@@ -229,46 +229,39 @@ def run_load(
         for i in range(warmup):
             make_request(c, -1 - i).raise_for_status()
     processes = max(1, min(processes, clients))
-    if processes == 1:
-        load_before = loadavg()
-        t0 = 0.0
-
-        def go() -> None:
-            nonlocal t0
-            t0 = time.perf_counter()
-
-        latencies, errors, statuses = _client_threads(base, headers, make_request, list(range(requests)), clients, go)
-        wall = time.perf_counter() - t0
-        return {"clients": clients, "client_processes": 1, **summarise(latencies, wall, errors),
-                "status_codes": statuses, "loadavg_before": load_before, "loadavg_after": loadavg()}
-    ctx = multiprocessing.get_context("fork")  # children inherit make_request (a closure) and its data
-    barrier = ctx.Barrier(processes + 1)
-    queue: Any = ctx.Queue()
-
-    def child(k: int) -> None:
-        share = clients // processes + (1 if k < clients % processes else 0)
-        out = _client_threads(base, headers, make_request, list(range(k, requests, processes)), share,
-                              lambda: barrier.wait())
-        queue.put(out)
-
-    procs = [ctx.Process(target=child, args=(k,)) for k in range(processes)]
-    for proc in procs:
-        proc.start()
     load_before = loadavg()
-    barrier.wait()
-    t0 = time.perf_counter()
-    parts = [queue.get() for _ in procs]
-    wall = time.perf_counter() - t0
-    for proc in procs:
-        proc.join()
-    latencies = [x for lat, _, _ in parts for x in lat]
-    errors = sum(e for _, e, _ in parts)
+    if processes == 1:
+        started: list[float] = []
+        parts = [_client_threads(base, headers, make_request, list(range(requests)), clients,
+                                 lambda: started.append(time.perf_counter()))]
+        wall = time.perf_counter() - started[0]
+    else:
+        ctx = multiprocessing.get_context("fork")  # children inherit make_request (a closure) and its data
+        barrier = ctx.Barrier(processes + 1)
+        queue: Any = ctx.Queue()
+
+        def child(k: int) -> None:
+            share = clients // processes + (1 if k < clients % processes else 0)
+            queue.put(_client_threads(base, headers, make_request, list(range(k, requests, processes)), share,
+                                      lambda: barrier.wait()))
+
+        procs = [ctx.Process(target=child, args=(k,)) for k in range(processes)]
+        for proc in procs:
+            proc.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        parts = [queue.get() for _ in procs]
+        wall = time.perf_counter() - t0
+        for proc in procs:
+            proc.join()
     statuses: dict[str, int] = {}
     for _, _, codes in parts:
         for key, v in codes.items():
             statuses[key] = statuses.get(key, 0) + v
-    return {"clients": clients, "client_processes": processes, **summarise(latencies, wall, errors),
-            "status_codes": statuses, "loadavg_before": load_before, "loadavg_after": loadavg()}
+    latencies = [x for lat, _, _ in parts for x in lat]
+    return {"clients": clients, "client_processes": processes,
+            **summarise(latencies, wall, sum(e for _, e, _ in parts)), "status_codes": statuses,
+            "loadavg_before": load_before, "loadavg_after": loadavg()}
 
 
 @contextmanager
