@@ -303,3 +303,38 @@ def test_grouped_card_detail_lists_each_distinct_finding_and_explanation_once() 
                      f"- Injections 1, 3: {sharp[1].summary.split(': ', 1)[1]}"]
     assert sharp[0].detail != sharp[1].detail
     assert all((card.detail or "").count(f.detail) == 1 for f in sharp)
+
+
+def _without_uuids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [_without_uuids(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("careless", [False, True])
+def test_order_sign_sends_exactly_the_validated_cards(client: Any, auth: Any, careless: bool) -> None:
+    """The service serialises its cards from plain data (no models on the hot path): the body must be what
+    the schema-validated cards dump to, a hundred amended ServiceRequests included, with no null fields."""
+    base = _plan("glabella_microfat_risky").to_json_dict()
+    one = {**base["injections"][0], "region": "glabella", "side": "midline"}
+    if careless:
+        one.update(device="needle", gauge=27, bolus_ml=0.3, volume_ml=1.5)
+        base["guidance"] = {"imaging": "none"}
+    temple = {**one, "region": "temple", "side": "left"}
+    base["injections"] = [one, temple] * 6
+    draft = plan_to_draft_orders(PlanDocument.model_validate(base))
+    r = _call(client, auth, "regenguide-plan-check", "order-sign", {"draftOrders": draft})
+    assert r.status_code == 200, r.text
+    sent = r.json()
+    assert "null" not in r.text
+    assert CdsResponse.model_validate(sent).cards
+    plan = draft_orders_to_plan(draft)
+    assert plan is not None
+    expected = grouped_cards(plan_service.check(plan).findings, service_requests(draft))
+    assert _without_uuids(sent) == _without_uuids(
+        {"cards": [c.model_dump(mode="json", exclude_none=True) for c in expected], "systemActions": []})
+    updates = sum(len(s["actions"]) for c in sent["cards"] for s in c.get("suggestions", []))
+    assert updates >= 12  # every injection's order amended at least once (the example plan is risky too)
+    assert len({c["uuid"] for c in sent["cards"]}) == len(sent["cards"])

@@ -573,9 +573,11 @@ def _card_data(finding: Finding, orders: list[dict[str, Any]] | None) -> dict[st
         "summary": finding.summary,
         "detail": detail,
         "indicator": indicator,
-        "source": {"label": finding.source.label, "url": finding.source.url, "topic": {
+        "source": {"label": finding.source.label, "topic": {
             "system": "https://regenguide.org/fhir/CodeSystem/rule", "code": finding.rule, "display": finding.rule}},
     }
+    if finding.source.url is not None:
+        card["source"]["url"] = finding.source.url
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"
@@ -644,7 +646,14 @@ def _group_card_data(group: Sequence[Finding], orders: list[dict[str, Any]] | No
 def grouped_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] | None = None) -> list[Card]:
     """The cards an EHR shows: a rule that fires at several injections gives one card listing them (forty
     "sharp needle in a danger zone" cards would bury the one that matters); every other finding its own
-    card. Cards keep the order of each rule's first finding."""
+    card. Cards keep the order of each rule's first finding. Validated against the card schema."""
+    return _CARDS.validate_python(grouped_card_data(findings, orders))
+
+
+def grouped_card_data(findings: Sequence[Finding], orders: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """`grouped_cards` as plain data with no None values, ready to serialise. The order-sign service sends
+    this: building a hundred amended ServiceRequests into models only to dump them again would double the
+    cost of its largest responses. The tests hold it to the card schema (`grouped_cards` validates it)."""
     groups: dict[str, list[Finding]] = {}
     order: list[str | Finding] = []
     for f in findings:
@@ -662,7 +671,7 @@ def grouped_cards(findings: Sequence[Finding], orders: list[dict[str, Any]] | No
             data.append(_card_data(group[0], orders) if len(group) == 1 else _group_card_data(group, orders))
         else:
             data.append(_card_data(item, orders))
-    return _CARDS.validate_python(data)
+    return data
 
 
 def finding_to_card(finding: Finding, orders: list[dict[str, Any]] | None = None) -> Card:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic_core import to_json
 from sqlalchemy import func, select
 
 from regenguide.api.deps import (
@@ -33,7 +34,7 @@ from regenguide.cds.hooks import (
     DraftOrderError,
     Feedback,
     Link,
-    grouped_cards,
+    grouped_card_data,
     orders_to_plan,
     validate_draft_orders,
 )
@@ -86,7 +87,7 @@ async def plan_check(
     worker process runs at most `app.state.check_limiter` of them at a time, first come first served. (3) The
     audit entry of the read, group-committed with the other reads' entries (so not limited: waiting callers
     share one commit) before the response is sent. Nothing holds a write lock while it computes. The response
-    is validated as it is built (pydantic models) and serialised once."""
+    is serialised once, from plain data."""
     limiter = http.app.state.check_limiter
     user, known = await anyio.to_thread.run_sync(_reader, http, token, request, limiter=limiter)
     draft = request.context["draftOrders"]
@@ -94,7 +95,7 @@ async def plan_check(
     if known is not None:
         record = user.audit("read", "cds_order_sign", request.hookInstance, known.patient_id, {"orders": orders})
         await anyio.to_thread.run_sync(http.app.state.audit_commit.append, [record])
-    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
+    return Response(response, media_type="application/json")
 
 
 def _reader(
@@ -118,17 +119,19 @@ def _reader(
         return user, plan_service.patient_context(db, pid)
 
 
-def _check(draft: dict[str, Any], known: plan_service.PatientContext | None) -> tuple[CdsResponse, int]:
-    """The draft orders as a plan, checked in the patient's context; the cards and the number of orders."""
+def _check(draft: dict[str, Any], known: plan_service.PatientContext | None) -> tuple[bytes, int]:
+    """The draft orders as a plan, checked in the patient's context; the response (JSON of a `CdsResponse`,
+    serialised from plain data: see `grouped_card_data`) and the number of orders."""
     try:
         orders = validate_draft_orders(draft)
         plan = orders_to_plan(orders)
     except DraftOrderError as exc:
         raise ProblemError(400, "Bad request", str(exc), type_="draft-orders") from None
     if plan is None:
-        return CdsResponse(cards=[]), 0
+        return to_json({"cards": [], "systemActions": []}), 0
     result = plan_service.check_in_context(plan, known)
-    return CdsResponse(cards=grouped_cards(result.findings, [o.resource for o in orders])), len(orders)
+    cards = grouped_card_data(result.findings, [o.resource for o in orders])
+    return to_json({"cards": cards, "systemActions": []}), len(orders)
 
 
 def _require_patient_read(user: Principal) -> None:
