@@ -273,10 +273,12 @@ def map_vessels(
 def maps_for(db: Session, patient_id: int) -> list[VascularMap]:
     """The latest map of each region (and side) of a patient."""
     rows = db.execute(
-        select(m.VascularMapRecord).where(m.VascularMapRecord.patient_id == patient_id)
+        select(m.VascularMapRecord.region, m.VascularMapRecord.side, m.VascularMapRecord.data)
+        .where(m.VascularMapRecord.patient_id == patient_id)
         .order_by(m.VascularMapRecord.created_at.desc(), m.VascularMapRecord.id.desc())
-    ).scalars()
+    )
     latest: dict[tuple[str, str | None], VascularMap] = {}
-    for row in rows:
-        latest.setdefault((row.region, row.side), VascularMap.model_validate(row.data))
+    for region, side, data in rows:
+        if (region, side) not in latest:
+            latest[region, side] = VascularMap.model_validate(data)
     return list(latest.values())

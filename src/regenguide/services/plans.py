@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ScalarSelect, bindparam, or_, select
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import flag_modified
 
 from regenguide.cds.engine import Override, OverrideError, PlanCheckResult, apply_overrides, check_plan
@@ -63,21 +63,30 @@ def patient_maps(db: Session, patient_id: int) -> list[VascularMap]:
     return maps_for(db, patient_id)
 
 
+# The columns of a consent that the plan check needs (not its text, which can run to pages).
+_CONSENT_COLUMNS = (m.Consent.decision, m.Consent.signed_at, m.Consent.expires_on, m.Consent.version)
+_CONSENT_STATUS = {"accepted": "signed", "declined": "declined", "withdrawn": "withdrawn"}
+
+
+def _consent_block(decision: str | None, signed_at: datetime | None, expires_on: date | None,
+                   version: str | None) -> Consent:
+    if decision is None or signed_at is None:
+        return Consent(status="missing")
+    return Consent(
+        status=_CONSENT_STATUS[decision],  # type: ignore[arg-type]
+        signed_on=signed_at.date().isoformat(),
+        expires_on=expires_on.isoformat() if expires_on else None,
+        version=version,
+    )
+
+
 def consent_for(db: Session, patient_id: int, plan_id: int | None) -> Consent:
     """The plan document's consent block from the recorded consents (latest decision wins)."""
-    stmt = select(m.Consent).where(m.Consent.patient_id == patient_id)
+    stmt = select(*_CONSENT_COLUMNS).where(m.Consent.patient_id == patient_id)
     if plan_id is not None:
         stmt = stmt.where(or_(m.Consent.plan_id == plan_id, m.Consent.plan_id.is_(None)))
-    latest = db.execute(stmt.order_by(m.Consent.signed_at.desc(), m.Consent.id.desc()).limit(1)).scalar_one_or_none()
-    if latest is None:
-        return Consent(status="missing")
-    status = {"accepted": "signed", "declined": "declined", "withdrawn": "withdrawn"}[latest.decision]
-    return Consent(
-        status=status,  # type: ignore[arg-type]
-        signed_on=latest.signed_at.date().isoformat(),
-        expires_on=latest.expires_on.isoformat() if latest.expires_on else None,
-        version=latest.version,
-    )
+    row = db.execute(stmt.order_by(m.Consent.signed_at.desc(), m.Consent.id.desc()).limit(1)).first()
+    return _consent_block(*row) if row is not None else Consent(status="missing")
 
 
 def _age(birth: date, on: date) -> int:
@@ -107,14 +116,32 @@ class PatientContext:
     maps: list[VascularMap]
 
 
+def _latest_consent_id() -> ScalarSelect[int]:
+    """The id of the patient's latest consent decision (correlated with the outer query's patient)."""
+    c = aliased(m.Consent)
+    return (select(c.id).where(c.patient_id == m.Patient.id).correlate(m.Patient)
+            .order_by(c.signed_at.desc(), c.id.desc()).limit(1).scalar_subquery())
+
+
+# The patient and the latest consent decision in one round trip (every order-sign call of a stored patient
+# reads them), as columns rather than ORM objects.
+_PATIENT_AND_CONSENT = (
+    select(m.Patient.id, m.Patient.birth_date, m.Patient.sex, *_CONSENT_COLUMNS)
+    .select_from(m.Patient)
+    .outerjoin(m.Consent, m.Consent.id == _latest_consent_id())
+    .where(m.Patient.id == bindparam("patient_id"))
+)
+
+
 def patient_context(db: Session, patient_id: int, on: date | None = None) -> PatientContext | None:
     """The patient's age and sex, consent status and vascular maps; None when there is no such patient.
     Reads only: callers audit the read."""
-    patient = db.get(m.Patient, patient_id)
-    if patient is None:
+    row = db.execute(_PATIENT_AND_CONSENT, {"patient_id": patient_id}).first()
+    if row is None:
         return None
-    facts = PatientFacts(age=_age(patient.birth_date, on or date.today()), sex=patient.sex)  # type: ignore[arg-type]
-    return PatientContext(patient.id, facts, consent_for(db, patient.id, None), patient_maps(db, patient.id))
+    facts = PatientFacts(age=_age(row.birth_date, on or date.today()), sex=row.sex)
+    consent = _consent_block(row.decision, row.signed_at, row.expires_on, row.version)
+    return PatientContext(row.id, facts, consent, patient_maps(db, row.id))
 
 
 def check_in_context(plan: PlanDocument, context: PatientContext | None, today: date | None = None) -> PlanCheckResult:
