@@ -194,3 +194,22 @@ def test_any_valid_plan_checks_without_error(doc: dict[str, Any]) -> None:
         resolve(f.citations)  # every finding names citations that resolve to full references
         if f.injection_index is not None:
             assert 0 <= f.injection_index < len(plan.injections)
+
+
+def test_suggestions_are_shared_and_immutable() -> None:
+    """The check builds each distinct suggestion once and shares it among findings, so a suggestion must not
+    be changeable through one finding (it would change every other finding's too)."""
+    base = example("glabella_microfat_risky").to_json_dict()
+    needle = {**base["injections"][0], "device": "needle", "gauge": 27, "region": "glabella", "side": "midline"}
+    base["injections"] = [needle] * 3
+    findings = [f for f in check_plan(PlanDocument.model_validate(base), today=TODAY).findings
+                if f.rule == "danger_zone.sharp_needle"]
+    assert len(findings) == 3
+    first, *rest = (f.suggestions[0] for f in findings)
+    assert first.changes == {"device": "cannula", "gauge": 25}
+    assert all(s is first for s in rest)
+    with pytest.raises(ValidationError):
+        first.label = "Use anything"  # type: ignore[misc]
+    # A check of another plan gets the same (unchanged) suggestion.
+    again = check_plan(PlanDocument.model_validate(base), today=TODAY).findings
+    assert next(f for f in again if f.rule == "danger_zone.sharp_needle").suggestions[0] == first

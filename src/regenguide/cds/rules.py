@@ -75,7 +75,7 @@ class CheckContext:
         if indicator is None:
             return None
         if suggestions is None:
-            suggestions = [Suggestion(label=s.label, changes=dict(s.changes)) for s in default_suggestions]
+            suggestions = default_suggestions
         if description and description not in detail:
             detail = f"{detail}\n\n{description}" if detail else description
         return Finding(
@@ -107,7 +107,17 @@ class CheckContext:
         source = Source(label=f"RegenGuide knowledge base: {first.label()}", url=first.link or None)
         own = [] if own_sources else [spec.evidence]
         label = weakest([*own, *evidence, *(self.refs[c].evidence for c in cites)]).value
-        return indicator, cites, source, label, tuple(spec.suggestions), spec.description
+        defaults = tuple(self.suggestion(s.label, **s.changes) for s in spec.suggestions)
+        return indicator, cites, source, label, defaults, spec.description
+
+    def suggestion(self, label: str, **changes: object) -> Suggestion:
+        """A suggestion, built once per knowledge base and shared by every finding that makes it (they are
+        immutable): a risky 40-injection plan suggests the same few changes a hundred times."""
+        key = ("suggestion", label, tuple((k, type(v), v) for k, v in changes.items()))  # 25 is not 25.0
+        found = self.kb.memo.get(key)
+        if found is None:
+            found = self.kb.memo[key] = Suggestion(label=label, changes=changes)
+        return found  # type: ignore[no-any-return]
 
 
 Rule = Callable[[CheckContext], Iterator[Finding | None]]
@@ -220,10 +230,8 @@ def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Ite
             index=i,
             citations=zone.citations,
             suggestions=[
-                Suggestion(
-                    label=f"Use a blunt cannula of {min_gauge}G or larger",
-                    changes={"device": "cannula", "gauge": min_gauge},
-                )
+                ctx.suggestion(f"Use a blunt cannula of {min_gauge}G or larger", device="cannula",
+                               gauge=min_gauge)
             ],
         )
     elif inj.device is None:
@@ -255,10 +263,8 @@ def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Ite
                 citations=bolus.citations,
                 evidence=[bolus.evidence],
                 suggestions=[
-                    Suggestion(
-                        label=f"Use aliquots below {_fmt(limit)} mL, injected slowly at low pressure",
-                        changes={"bolus_ml": round(limit / 2, 3)},
-                    )
+                    ctx.suggestion(f"Use aliquots below {_fmt(limit)} mL, injected slowly at low pressure",
+                                   bolus_ml=round(limit / 2, 3))
                 ],
             )
         elif inj.bolus_ml is None and (inj.volume_ml is None or inj.volume_ml >= limit):
@@ -291,9 +297,13 @@ def _zone_plane(ctx: CheckContext, i: int, inj: Injection, code: str) -> Iterato
     kb = ctx.kb
     zone = kb.danger_zones[code]
     name = kb.regions[code].name
-    safe = [kb.planes[p] for p in zone.safe_planes]
-    safe_names = ", ".join(p.code for p in safe)
-    suggestion = [Suggestion(label=f"Inject in a safer plane: {safe_names}", changes={"plane": safe[0].code})]
+    key = ("zone_planes", code)
+    if key not in kb.memo:  # the zone's safer planes, their names and rank span, and the suggestion of the first
+        safe = [kb.planes[p] for p in zone.safe_planes]
+        safe_names = ", ".join(p.code for p in safe)
+        kb.memo[key] = (safe_names, min(p.rank for p in safe), max(p.rank for p in safe),
+                        [ctx.suggestion(f"Inject in a safer plane: {safe_names}", plane=safe[0].code)])
+    safe_names, lowest, highest, suggestion = kb.memo[key]
     detail, depth_cites = _zone_text(kb, code)
     if inj.plane is None:
         yield ctx.finding(
@@ -307,10 +317,9 @@ def _zone_plane(ctx: CheckContext, i: int, inj: Injection, code: str) -> Iterato
     else:
         plane = kb.plane(inj.plane)
         if plane is not None and plane.code not in zone.safe_planes:
-            ranks = [p.rank for p in safe]
-            if plane.rank > max(ranks):
+            if plane.rank > highest:
                 rule, word = "danger_zone.plane_too_deep", "too deep"
-            elif plane.rank < min(ranks):
+            elif plane.rank < lowest:
                 rule, word = "danger_zone.plane_too_shallow", "too shallow"
             else:
                 rule, word = "danger_zone.plane_in_artery_layer", "in the arteries' layer"
@@ -332,10 +341,8 @@ def _zone_plane(ctx: CheckContext, i: int, inj: Injection, code: str) -> Iterato
             index=i,
             citations=zone.max_safe_depth_citations,
             suggestions=[
-                Suggestion(
-                    label=f"Keep the deposit at most {_fmt(zone.max_safe_depth_mm)} mm deep",
-                    changes={"depth_mm": zone.max_safe_depth_mm},
-                )
+                ctx.suggestion(f"Keep the deposit at most {_fmt(zone.max_safe_depth_mm)} mm deep",
+                               depth_mm=zone.max_safe_depth_mm)
             ],
         )
 
@@ -434,7 +441,7 @@ def fat_device(ctx: CheckContext) -> Iterator[Finding | None]:
                 f"Injection {i}: {inj.gauge}G is finer than {max_gauge}G, the finest reported for "
                 f"{ctx.info.name.lower()}",
                 index=i,
-                suggestions=[Suggestion(label=f"Use {max_gauge}G or larger", changes={"gauge": max_gauge})],
+                suggestions=[ctx.suggestion(f"Use {max_gauge}G or larger", gauge=max_gauge)],
             )
 
 
@@ -553,7 +560,7 @@ def indication(ctx: CheckContext) -> Iterator[Finding | None]:
         f"Listed indications for {ctx.info.name}: {', '.join(ctx.info.indications)}. "
         f"Modalities listed for {ind.name.lower()}: {', '.join(alternatives) or 'none'}.",
         citations=ctx.info.citations,
-        suggestions=[Suggestion(label=f"Consider {m}", changes={"modality": m}) for m in alternatives[:3]],
+        suggestions=[ctx.suggestion(f"Consider {m}", modality=m) for m in alternatives[:3]],
     )
 
 
@@ -690,10 +697,8 @@ def _needle_depths(ctx: CheckContext, proto: Protocol) -> Iterator[Finding | Non
             citations=r.citations,
             evidence=[r.evidence],
             suggestions=[
-                Suggestion(
-                    label=f"Set needle depth within {_range_text(r, 'mm')}",
-                    changes={"needle_depth_mm": r.max if word == "deeper than" else r.min},
-                )
+                ctx.suggestion(f"Set needle depth within {_range_text(r, 'mm')}",
+                               needle_depth_mm=r.max if word == "deeper than" else r.min)
             ],
         )
 

@@ -31,9 +31,10 @@ class Source(BaseModel):
 
 class Suggestion(BaseModel):
     """A safer alternative; `changes` names plan fields and their proposed values,
-    e.g. {"device": "cannula", "gauge": 25}."""
+    e.g. {"device": "cannula", "gauge": 25}. Immutable: the plan check shares one instance among all the
+    findings that suggest the same change (do not mutate `changes` either)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     label: str = Field(min_length=1)
     changes: dict[str, object] = Field(default_factory=dict)
