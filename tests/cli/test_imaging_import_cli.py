@@ -49,6 +49,7 @@ def test_import_is_all_or_nothing(patient: int, engine: Any, tmp_path: Path) -> 
     assert r.exit_code == 2 and "nothing imported" in r.output
     with transaction(engine) as db:
         assert db.execute(select(func.count()).select_from(m.ImagingStudy)).scalar_one() == 0
+    assert _stored(tmp_path) == []  # the good file's copy, written before the bad one failed, is gone too
     r = runner.invoke(app, ["imaging", "import", str(good), "--patient", str(patient), "--region", "malar"])
     assert r.exit_code == 0, r.output
     assert "calibrated" in r.output
@@ -56,3 +57,26 @@ def test_import_is_all_or_nothing(patient: int, engine: Any, tmp_path: Path) -> 
         study = db.execute(select(m.ImagingStudy)).scalar_one()
         assert study.region == "malar" and study.patient_id == patient
         assert (tmp_path / "data" / "images" / study.storage_path).is_file()
+
+
+
+def _stored(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "data" / "images").rglob("*.dcm"))
+
+
+def test_a_failed_import_keeps_files_stored_before(patient: int, engine: Any, tmp_path: Path) -> None:
+    """Only files the failed import wrote are deleted: a study imported earlier keeps its image."""
+    first, second, bad = (_file(tmp_path, "a.dcm", "IMG-7"), _file(tmp_path, "ccc.dcm", "IMG-7"),
+                          _file(tmp_path, "bb.dcm", "OTHER"))
+    assert runner.invoke(app, ["imaging", "import", str(first), "--patient", str(patient)]).exit_code == 0
+    kept = _stored(tmp_path)
+    assert len(kept) == 1
+    r = runner.invoke(app, ["imaging", "import", str(second), str(bad), "--patient", str(patient)])
+    assert r.exit_code == 2, r.output
+    assert _stored(tmp_path) == kept
+    # A duplicate of the stored study fails (409) after nothing new was written: its file stays.
+    r = runner.invoke(app, ["imaging", "import", str(second), str(first), "--patient", str(patient)])
+    assert r.exit_code == 2 and "already imported" in r.output
+    assert _stored(tmp_path) == kept
+    with transaction(engine) as db:
+        assert db.execute(select(func.count()).select_from(m.ImagingStudy)).scalar_one() == 1

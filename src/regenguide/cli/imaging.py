@@ -592,19 +592,21 @@ def import_studies(
     (record number, birth date) or nothing is stored."""
     from regenguide.cli.core import _engine
     from regenguide.config import get_settings
-    from regenguide.services.imaging import StudyError, import_study
+    from regenguide.services.imaging import StudyError, import_study, new_files_removed_on_failure
     from regenguide.store.audit import AuditRecord, append
     from regenguide.store.db import transaction
 
     root = get_settings().image_dir
     imported = []
     try:
-        with transaction(_engine()) as db:
+        # All files or none: a failure rolls the rows back and deletes the image files written so far.
+        with new_files_removed_on_failure() as written, transaction(_engine()) as db:
             for path in files:
                 if not path.is_file():
                     raise _fail(f"{path} does not exist")
                 study = import_study(db, path, patient, image_root=root, procedure_id=procedure, visit_id=visit,
-                                     region=region, allow_missing_identity=allow_missing_identity)
+                                     region=region, allow_missing_identity=allow_missing_identity,
+                                     written=written)
                 append(db, AuditRecord(username="cli", action="create", resource="imaging_studies",
                                        resource_id=study.id, patient_id=patient, payload={"sha256": study.sha256}))
                 imported.append((study.id, path.name, study.frames, study.calibrated))

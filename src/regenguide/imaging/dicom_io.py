@@ -468,12 +468,17 @@ def store_dicom(src_path: str | os.PathLike[str], root_dir: str | os.PathLike[st
     path and writes nothing; the copy is written to a temporary file and renamed, so a reader never
     sees a half-written file. The file is checked to be DICOM first (`NotDicomError`).
     """
+    return _store_dicom(src_path, root_dir)[0]
+
+
+def _store_dicom(src_path: str | os.PathLike[str], root_dir: str | os.PathLike[str]) -> tuple[str, bool]:
+    """`store_dicom`, and whether this call wrote the file (False: the same bytes were already stored)."""
     read_dataset(src_path, pixels=False)
     digest = sha256_file(src_path)
     relative = Path("dicom") / digest[:2] / digest[2:4] / f"{digest}.dcm"
     target = Path(root_dir) / relative
     if target.exists() and sha256_file(target) == digest:
-        return relative.as_posix()
+        return relative.as_posix(), False
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".dcm")
     os.close(fd)
@@ -483,7 +488,7 @@ def store_dicom(src_path: str | os.PathLike[str], root_dir: str | os.PathLike[st
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return relative.as_posix()
+    return relative.as_posix(), True
 
 
 class IngestedStudy(_Model):
@@ -492,6 +497,7 @@ class IngestedStudy(_Model):
     metadata: StudyMetadata
     stored_path: str = Field(description="relative to the image store root")
     sha256: str
+    newly_stored: bool = Field(default=False, description="this import wrote the file (it was not stored before)")
     size_bytes: int
 
     def reference(
@@ -522,10 +528,11 @@ def ingest_dicom(
     metadata = read_study(path)
     if expected is not None:
         check_identity(metadata, expected, allow_missing=allow_missing)
-    relative = store_dicom(path, root_dir)
+    relative, written = _store_dicom(path, root_dir)
     return IngestedStudy(
         metadata=metadata,
         stored_path=relative,
         sha256=Path(relative).stem,
         size_bytes=os.path.getsize(path),
+        newly_stored=written,
     )

@@ -4,6 +4,8 @@ check uses. The image logic lives in `regenguide.imaging`; this module stores an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +52,25 @@ def _acquired(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@contextmanager
+def new_files_removed_on_failure() -> Iterator[list[Path]]:
+    """A list for `import_study(written=…)` to collect the image files it writes; when the block fails (so
+    the transaction that would have referenced them is rolled back) they are deleted again, and a failed
+    import of several files leaves the image store as it was. Files that were already stored (the same bytes
+    imported before) are never collected, so never deleted."""
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def import_study(
     db: Session, path: Path, patient_id: int, *, image_root: Path, procedure_id: int | None = None,
     visit_id: int | None = None, region: str | None = None, allow_missing_identity: bool = False,
+    written: list[Path] | None = None,
 ) -> m.ImagingStudy:
     patient = db.get(m.Patient, patient_id)
     if patient is None:
@@ -81,6 +99,8 @@ def import_study(
                                                allow_missing=allow_missing_identity)
     except ImagingError as exc:
         raise StudyError(422, "identity", f"{path.name}: {exc}", field="file") from None
+    if ingested.newly_stored and written is not None:
+        written.append(image_root / ingested.stored_path)
     md = ingested.metadata
     study = m.ImagingStudy(
         patient_id=patient_id, procedure_id=procedure_id, visit_id=visit_id,

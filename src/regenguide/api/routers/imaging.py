@@ -71,17 +71,18 @@ async def upload(
     visit_id: Annotated[int | None, Form()] = None,
     region: Annotated[str | None, Form()] = None,
 ) -> Any:
-    with tempfile.TemporaryDirectory() as tmp:
+    # The stored image file is deleted again when the row is not committed.
+    with tempfile.TemporaryDirectory() as tmp, svc.new_files_removed_on_failure() as written:
         path = Path(tmp) / (Path(file.filename or "upload.dcm").name or "upload.dcm")
         path.write_bytes(await file.read())
         try:
             study = svc.import_study(db, path, patient_id, image_root=_root(request), procedure_id=procedure_id,
-                                     visit_id=visit_id, region=region)
+                                     visit_id=visit_id, region=region, written=written)
         except svc.StudyError as exc:
             raise _problem(exc) from None
-    audit(db, user, user.audit("create", "imaging_studies", study.id, patient_id, {"sha256": study.sha256}))
-    out = StudyRead.model_validate(study)
-    db.commit()
+        audit(db, user, user.audit("create", "imaging_studies", study.id, patient_id, {"sha256": study.sha256}))
+        out = StudyRead.model_validate(study)
+        db.commit()
     return out
 
 
