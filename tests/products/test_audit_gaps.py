@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import zxingcpp
+from din_strategies import DIN
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -123,12 +123,6 @@ def test_every_hold_time_cites_a_source_and_missing_numbers_are_unverified() -> 
 
 
 # --- typos are refused end to end (parse, validate, CLI) ---
-_FIN = st.tuples(
-    st.sampled_from("ABCDEFGHIJKLMNPQRSTUVWXYZ123456789"),
-    st.text("ABCDEFGHIJKLMNPQRSTUVWXYZ0123456789", min_size=2, max_size=2),
-    st.text("0123456789", min_size=2, max_size=2),
-).map("".join)
-_DIN = st.tuples(_FIN, st.integers(0, 99), st.integers(0, 999_999)).map(lambda t: f"{t[0]}{t[1]:02d}{t[2]:06d}")
 
 
 def _refused(text: str) -> bool:
@@ -140,7 +134,7 @@ def _refused(text: str) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(din=_DIN)
+@given(din=DIN)
 def test_every_keyed_typo_is_refused_by_the_parser(din: str) -> None:
     keyed = din + mod37_2_char(din)
     assert not _refused(keyed)

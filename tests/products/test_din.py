@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from din_strategies import DIN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -140,16 +141,10 @@ def test_allocate_sequence_is_pure() -> None:
 
 
 # --- property tests: every single substitution and adjacent transposition is detected ------------
-_FIN = st.tuples(
-    st.sampled_from("ABCDEFGHIJKLMNPQRSTUVWXYZ123456789"),
-    st.text("ABCDEFGHIJKLMNPQRSTUVWXYZ0123456789", min_size=2, max_size=2),
-    st.text("0123456789", min_size=2, max_size=2),
-).map("".join)
-_DIN = st.tuples(_FIN, st.integers(0, 99), st.integers(0, 999_999)).map(lambda t: f"{t[0]}{t[1]:02d}{t[2]:06d}")
 
 
 @settings(max_examples=300, deadline=None)
-@given(din=_DIN)
+@given(din=DIN)
 def test_every_single_substitution_detected(din: str) -> None:
     keyed = din + mod37_2_char(din)
     for i, original in enumerate(keyed):
@@ -161,7 +156,7 @@ def test_every_single_substitution_detected(din: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(din=_DIN)
+@given(din=DIN)
 def test_every_adjacent_transposition_detected(din: str) -> None:
     keyed = din + mod37_2_char(din)
     for i in range(len(keyed) - 1):
