@@ -55,6 +55,20 @@ SECRET = "bench-secret-key-" + "x" * 32
 # --- shared helpers (also used by bench_cds_hooks.py and bench_analytics.py) ------------------------------
 
 
+def reference_workload_ms(repeats: int = 21) -> float:
+    """Median time of a fixed pure-Python workload (build, sort and hash 50,000 tuples): how fast this machine
+    ran when the figures were taken. A shared machine's speed varies by a third from one hour to the next;
+    with this beside each result, figures of different runs can be compared (same code, twice the reference
+    time: expect about twice the figures)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rows = sorted((i * 7919 % 50_021, str(i)) for i in range(50_000))
+        hash(tuple(rows))
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 2)
+
+
 def machine() -> dict[str, Any]:
     load1, load5, load15 = os.getloadavg()
     return {
@@ -62,6 +76,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "loadavg": [round(load1, 2), round(load5, 2), round(load15, 2)],
+        "reference_workload_ms": reference_workload_ms(),
     }
 
 

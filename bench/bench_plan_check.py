@@ -19,6 +19,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench_api import reference_workload_ms
+
 from regenguide.cds.engine import check_plan
 from regenguide.domain.plan import PlanDocument
 from regenguide.kb import knowledge_base
@@ -111,6 +113,7 @@ def main() -> None:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "reference_workload_ms": reference_workload_ms(),
     }
     results["meets_target"] = results["careful_plan"]["median_ms"] <= 1.0
     out = Path(__file__).parent / "results" / "plan_check.json"
