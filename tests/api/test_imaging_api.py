@@ -210,3 +210,41 @@ def test_frame_and_region_errors_name_the_field(client: Any, auth: Any, tmp_path
     mismatch = _upload(client, auth, path, pid)
     assert mismatch.status_code == 422 and mismatch.json()["errors"][0]["field"] == "file"
     assert "patient id differs" in mismatch.json()["errors"][0]["message"]
+
+
+def test_measurements_keep_their_method_and_whether_the_clinician_edited_them(
+    client: Any, auth: Any, tmp_path: Path
+) -> None:
+    """A thickness read by the software and one whose boundary the clinician moved are told apart, in the API
+    and in the FHIR record (Observation.method, and a note for the edit)."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    pid = _patient(client, auth)
+    study = _upload(client, auth, _phantom(tmp_path, "US-1"), pid).json()
+    url = f"/api/v1/imaging/studies/{study['id']}/measurements"
+    truth = make_phantom(seed=3, spec=SPEC).truth
+    line = {"kind": "thickness", "points": [[60, truth.skin_line_px - 10], [60, 460]]}
+    auto = client.post(url, json=line, headers=auth["clinician"])
+    assert auto.status_code == 201, auto.text
+    edited = client.post(url, json={**line, "boundaries": {"fascia": 300.0}}, headers=auth["clinician"])
+    assert edited.status_code == 201, edited.text
+    auto_sub = next(o for o in auto.json()["observations"] if o["code"] == "subcutaneous-thickness")
+    edit_sub = next(o for o in edited.json()["observations"] if o["code"] == "subcutaneous-thickness")
+    assert (auto_sub["edited"], edit_sub["edited"]) == (False, True)
+    assert auto_sub["method"] == "intensity profile along a scan line"
+    assert edit_sub["method"] == "intensity profile along a scan line, boundary edited by the user"
+    stored = client.get(f"/api/v1/observations/{edit_sub['observation_id']}", headers=auth["clinician"]).json()
+    assert (stored["method"], stored["edited"]) == (edit_sub["method"], True)
+    distance = client.post(url, json={"kind": "distance", "points": [[0, 0], [100, 0]]}, headers=auth["clinician"])
+    assert distance.json()["observations"][0]["method"] == "calibrated Euclidean distance"
+    assert distance.json()["observations"][0]["edited"] is True  # both points were placed by the clinician
+    record = client.get(f"/api/v1/patients/{pid}/record", headers=auth["clinician"])
+    assert record.status_code == 200, record.text
+    Bundle.model_validate(record.json())
+    observations = {e["resource"]["id"]: e["resource"] for e in record.json()["entry"]
+                    if e["resource"]["resourceType"] == "Observation"}
+    fhir_auto = observations[str(auto_sub["observation_id"])]
+    fhir_edit = observations[str(edit_sub["observation_id"])]
+    assert fhir_auto["method"] == {"text": auto_sub["method"]} and "note" not in fhir_auto
+    assert fhir_edit["method"]["text"].endswith("edited by the user")
+    assert "set by the clinician" in fhir_edit["note"][0]["text"]

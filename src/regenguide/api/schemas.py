@@ -355,6 +355,8 @@ class ObservationRead(Out):
     visit_id: int | None
     procedure_id: int | None
     imaging_study_id: int | None
+    method: str | None = Field(default=None, description="how an image measurement was made")
+    edited: bool | None = Field(default=None, description="a boundary or point of the measurement was set by hand")
 
 
 # --- adverse events -----------------------------------------------------------------------------

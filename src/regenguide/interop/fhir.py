@@ -769,12 +769,19 @@ def _observation(
         "derivedFrom": [{"reference": f"ImagingStudy/{o.imaging_study_id}"}]
         if o.imaging_study_id in study_ids else None,
     }
+    notes: list[dict[str, str]] = []
     if o.value is not None:
         res["valueQuantity"] = _quantity(o.value, o.unit)
         if o.value_text:
-            res["note"] = [{"text": o.value_text}]
+            notes.append({"text": o.value_text})
     else:
         res["valueString"] = o.value_text
+    if o.method:
+        res["method"] = {"text": o.method}
+    if o.edited:
+        notes.append({"text": "A boundary or point of this measurement was set by the clinician."})
+    if notes:
+        res["note"] = notes
     return _clean(res)
 
 

@@ -248,7 +248,8 @@ def measure(
     rows = [
         m.Observation(patient_id=study.patient_id, visit_id=visit_id, procedure_id=study.procedure_id,
                       imaging_study_id=study.id, code=(single_code or obs.code)[:64], value=obs.value, unit=obs.unit,
-                      observed_at=study.acquired_at or datetime.now(UTC), recorded_by=user_id)
+                      observed_at=study.acquired_at or datetime.now(UTC), method=obs.method[:200], edited=obs.edited,
+                      recorded_by=user_id)
         for obs in observations
     ]
     db.add_all(rows)

@@ -454,6 +454,10 @@ class Observation(Base):
     value_text: Mapped[str | None] = mapped_column(String(200))
     unit: Mapped[str | None] = mapped_column(String(32))
     observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # How an image measurement was made (e.g. "intensity profile along a scan line") and whether the clinician
+    # set a boundary or point by hand; None for values entered directly.
+    method: Mapped[str | None] = mapped_column(String(200))
+    edited: Mapped[bool | None] = mapped_column(Boolean)
     recorded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     __table_args__ = (

@@ -159,8 +159,8 @@ def measure(request: Request, study_id: int, body: MeasureRequest, db: SessionDe
         raise _problem(exc) from None
     audit(db, user, *[user.audit("create", "observations", r.id, study.patient_id, body.model_dump()) for r in rows])
     db.commit()
-    return {"observations": [{"observation_id": r.id, "code": r.code, "value": r.value, "unit": r.unit}
-                             for r in rows]}
+    return {"observations": [{"observation_id": r.id, "code": r.code, "value": r.value, "unit": r.unit,
+                              "method": r.method, "edited": r.edited} for r in rows]}
 
 
 class MapRequest(BaseModel):
