@@ -203,3 +203,46 @@ def test_durability_keeps_patients_without_follow_up(engine: Any) -> None:
     rows = {(float(r.days), int(r.event)): int(r.w) for r in frame.itertuples()}
     # b: censored at 0; c: censored at the last observation (day 150); a: retreated at day 100
     assert rows == {(0.0, 0): 1, (100.0, 1): 1, (150.0, 0): 1}
+
+
+def test_guided_vs_landmark_adjusts_for_sex_and_age_band(engine: Any) -> None:
+    """Older patients are treated more often by landmark and have more complications: adjusting for the age
+    band (and sex) must move the odds ratio towards the within-band one. The grouped fit (frequency weights on
+    SQL counts) must equal a logistic regression on one row per procedure (statsmodels)."""
+    import numpy as np
+    import statsmodels.api as sm
+
+    # (birth year, sex, guided, procedures, complications), procedures in 2025
+    design = [
+        (1995, "female", True, 12, 1), (1995, "female", False, 4, 0),   # under 40
+        (1990, "male", True, 8, 1), (1990, "male", False, 4, 1),
+        (1975, "female", True, 6, 1), (1975, "female", False, 8, 2),    # 40-59
+        (1950, "male", True, 3, 1), (1950, "female", False, 15, 7),    # 60 and over
+        (1955, "female", True, 4, 2), (1955, "male", False, 6, 3),
+    ]
+    rows: list[tuple[float, float, float, float, float]] = []  # guided, male, 40-59, 60+, event
+    with transaction(engine) as db:
+        i = 0
+        for year, sex, guided, n, events in design:
+            for k in range(n):
+                i += 1
+                p = m.Patient(site_id=1, mrn=f"A{i}", given_name="G", family_name="F", birth_date=date(year, 6, 1),
+                              sex=sex)
+                db.add(p)
+                db.flush()
+                _procedure(db, p, "prp", guided, "scalp", ae=k < events)
+                age = 2025 - year
+                rows.append((float(guided), float(sex == "male"), float(40 <= age < 60), float(age >= 60),
+                             float(k < events)))
+    result = analytics.guided_vs_landmark(engine)
+    terms = {t["term"]: t for t in result["adjusted_logistic"]["terms"]}
+    assert {"image_guided", "sex_male", "age_band_40_59", "age_band_60_plus"} <= set(terms)
+    data = np.array(rows)
+    reference = sm.GLM(data[:, 4], sm.add_constant(data[:, :4]), family=sm.families.Binomial()).fit()
+    assert terms["image_guided"]["odds_ratio"] == pytest.approx(math.exp(reference.params[1]), rel=1e-6)
+    assert terms["age_band_60_plus"]["odds_ratio"] == pytest.approx(math.exp(reference.params[4]), rel=1e-6)
+    # Confounding by age: the crude odds ratio is further from 1 than the adjusted one.
+    a, n1 = result["image_guided"]["events"], result["image_guided"]["total"]
+    c, n2 = result["landmark"]["events"], result["landmark"]["total"]
+    crude_or = (a / (n1 - a)) / (c / (n2 - c))
+    assert crude_or < terms["image_guided"]["odds_ratio"] < 1

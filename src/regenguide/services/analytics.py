@@ -136,9 +136,20 @@ def complication_rates(
     return {"grouping": grouping, "level": level, "denominator": "procedures", "total": total, "rows": rows}
 
 
+# Age at the procedure in bands for adjustment, by calendar year (year of the procedure minus year of birth:
+# portable SQL on SQLite and PostgreSQL, and at most a year off, which banding absorbs nearly always).
+AGE_BANDS = ("under_40", "40_59", "60_plus")
+
+
+def _age_band() -> Any:
+    age = func.extract("year", m.Procedure.performed_at) - func.extract("year", m.Patient.birth_date)
+    return case((age < 40, literal("under_40")), (age < 60, literal("40_59")), else_=literal("60_plus"))
+
+
 def guided_vs_landmark(engine: Bind, level: float = 0.95, where: list[Any] | None = None) -> dict[str, Any]:
     """Image-guided versus landmark technique: crude risk ratio, Mantel–Haenszel risk ratio stratified
-    by modality and region, and a logistic regression adjusted for modality (odds ratios)."""
+    by modality and region, and a logistic regression adjusted for modality, the patient's sex and age band
+    (odds ratios; see `AGE_BANDS`)."""
     ae = _with_complication()
     regions = (
         select(m.PerformedInjection.procedure_id.label("procedure_id"),
@@ -150,15 +161,18 @@ def guided_vs_landmark(engine: Bind, level: float = 0.95, where: list[Any] | Non
     event = case((ae.c.procedure_id.is_not(None), 1), else_=0).label("event")
     region = func.coalesce(regions.c.region, "none").label("region")
     modality = m.Procedure.modality.label("modality")
+    sex = func.coalesce(m.Patient.sex, "unknown").label("sex")
+    age_band = _age_band().label("age_band")
     # Group by the output labels: PostgreSQL does not match two renderings of an expression with bound
     # parameters in SELECT and GROUP BY.
     stmt = (
-        select(modality, region, guided, event, func.count().label("n"))
+        select(modality, region, sex, age_band, guided, event, func.count().label("n"))
         .select_from(m.Procedure)
+        .join(m.Patient, m.Patient.id == m.Procedure.patient_id)
         .outerjoin(ae, ae.c.procedure_id == m.Procedure.id)
         .outerjoin(regions, regions.c.procedure_id == m.Procedure.id)
         .where(*(where or []))
-        .group_by(modality, region, guided, event)
+        .group_by(modality, region, sex, age_band, guided, event)
     )
     cells = _frame(engine, stmt)
     if cells.empty:
@@ -187,11 +201,19 @@ def guided_vs_landmark(engine: Bind, level: float = 0.95, where: list[Any] | Non
             out["mantel_haenszel_rr"] = mantel_haenszel_rr(t_e, t_n, c_e, c_n, level).model_dump()
         except ValueError as exc:
             out["mantel_haenszel_rr"] = {"error": str(exc)}
-        design = pd.get_dummies(cells[["modality"]], drop_first=True, dtype=float)
+        # One indicator per level present in the data but the reference: the first modality alphabetically,
+        # female, the youngest band present.
+        covariates = cells[["modality", "sex", "age_band"]].astype(str)
+        for column, preferred in (("sex", ("female", "male")), ("age_band", AGE_BANDS)):
+            present = set(covariates[column])
+            levels = [v for v in preferred if v in present] + sorted(present - set(preferred))
+            covariates[column] = pd.Categorical(covariates[column], categories=levels)
+        design = pd.get_dummies(covariates, drop_first=True, dtype=float)
+        adjusters = list(design.columns)
         design["image_guided"] = cells["guided"].astype(float)
         design["event"] = cells["event"]
         design["n"] = cells["n"]
-        predictors = ["image_guided", *[col for col in design.columns if col.startswith("modality_")]]
+        predictors = ["image_guided", *adjusters]
         try:
             fit = logistic_regression(design, "event", predictors, weights="n", level=level)
             out["adjusted_logistic"] = fit.model_dump()
