@@ -216,28 +216,41 @@ def danger_zones(ctx: CheckContext) -> Iterator[Finding | None]:
         yield from _zone_injection(ctx, i, inj, code)
 
 
+def _zone_words(ctx: CheckContext, code: str) -> tuple[str, str, list[Suggestion], list[Suggestion]]:
+    """A zone's name and arteries as the findings word them, and its blunt-cannula and small-aliquot
+    suggestions (once per knowledge base, not once per injection)."""
+    key = ("zone_words", code)
+    found = ctx.kb.memo.get(key)
+    if found is None:
+        zone = ctx.kb.danger_zones[code]
+        min_gauge = _int_param(ctx.kb, "danger_zone.sharp_needle", "min_cannula_gauge_number")
+        limit = zone.critical_bolus.volume_ml if zone.critical_bolus else None
+        found = ctx.kb.memo[key] = (
+            ctx.kb.regions[code].name.lower(), ", ".join(zone.arteries),
+            [ctx.suggestion(f"Use a blunt cannula of {min_gauge}G or larger", device="cannula", gauge=min_gauge)],
+            [] if limit is None else [ctx.suggestion(
+                f"Use aliquots below {_fmt(limit)} mL, injected slowly at low pressure", bolus_ml=round(limit / 2, 3))],
+        )
+    return found  # type: ignore[no-any-return]
+
+
 def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Iterator[Finding | None]:
     kb = ctx.kb
     zone = kb.danger_zones[code]
-    name = kb.regions[code].name
-    arteries = ", ".join(zone.arteries)
+    name, arteries, cannula, aliquots = _zone_words(ctx, code)
     if inj.device == Device.needle:
-        min_gauge = _int_param(kb, "danger_zone.sharp_needle", "min_cannula_gauge_number")
         yield ctx.finding(
             "danger_zone.sharp_needle",
-            f"Injection {i}: sharp needle in the {name.lower()} (arteries: {arteries})",
+            f"Injection {i}: sharp needle in the {name} (arteries: {arteries})",
             f"{zone.technique}",
             index=i,
             citations=zone.citations,
-            suggestions=[
-                ctx.suggestion(f"Use a blunt cannula of {min_gauge}G or larger", device="cannula",
-                               gauge=min_gauge)
-            ],
+            suggestions=cannula,
         )
     elif inj.device is None:
         yield ctx.finding(
             "danger_zone.device_missing",
-            f"Injection {i}: device (needle or cannula) not stated in the {name.lower()}",
+            f"Injection {i}: device (needle or cannula) not stated in the {name}",
             index=i,
             citations=zone.citations,
         )
@@ -246,7 +259,7 @@ def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Ite
         if inj.gauge > max_gauge:
             yield ctx.finding(
                 "danger_zone.cannula_too_fine",
-                f"Injection {i}: {inj.gauge}G cannula in the {name.lower()} is finer than {max_gauge}G",
+                f"Injection {i}: {inj.gauge}G cannula in the {name} is finer than {max_gauge}G",
                 index=i,
             )
     bolus = zone.critical_bolus
@@ -255,22 +268,19 @@ def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Ite
         if inj.bolus_ml is not None and inj.bolus_ml >= limit:
             yield ctx.finding(
                 "danger_zone.bolus_over_critical",
-                f"Injection {i}: {_fmt(inj.bolus_ml)} mL bolus in the {name.lower()} reaches the "
+                f"Injection {i}: {_fmt(inj.bolus_ml)} mL bolus in the {name} reaches the "
                 f"{bolus.artery} artery volume ({_fmt(limit)} mL)",
                 f"Critical volume: {_fmt(limit)} mL ({bolus.artery}; {bolus.note or ''}). "
                 f"Evidence for applying it here: {bolus.evidence.value}.",
                 index=i,
                 citations=bolus.citations,
                 evidence=[bolus.evidence],
-                suggestions=[
-                    ctx.suggestion(f"Use aliquots below {_fmt(limit)} mL, injected slowly at low pressure",
-                                   bolus_ml=round(limit / 2, 3))
-                ],
+                suggestions=aliquots,
             )
         elif inj.bolus_ml is None and (inj.volume_ml is None or inj.volume_ml >= limit):
             yield ctx.finding(
                 "danger_zone.bolus_missing",
-                f"Injection {i}: bolus size not stated in the {name.lower()} (critical volume {_fmt(limit)} mL)",
+                f"Injection {i}: bolus size not stated in the {name} (critical volume {_fmt(limit)} mL)",
                 index=i,
                 citations=bolus.citations,
                 evidence=[bolus.evidence],
@@ -434,6 +444,7 @@ def fat_device(ctx: CheckContext) -> Iterator[Finding | None]:
     if key not in spec.params:
         return
     max_gauge = _int_param(ctx.kb, "fat.gauge_too_fine", key)
+    larger = [ctx.suggestion(f"Use {max_gauge}G or larger", gauge=max_gauge)]
     for i, inj in enumerate(ctx.plan.injections):
         if inj.gauge is not None and inj.gauge > max_gauge:
             yield ctx.finding(
@@ -441,7 +452,7 @@ def fat_device(ctx: CheckContext) -> Iterator[Finding | None]:
                 f"Injection {i}: {inj.gauge}G is finer than {max_gauge}G, the finest reported for "
                 f"{ctx.info.name.lower()}",
                 index=i,
-                suggestions=[ctx.suggestion(f"Use {max_gauge}G or larger", gauge=max_gauge)],
+                suggestions=larger,
             )
 
 
