@@ -112,3 +112,14 @@ def test_parameters_are_found_by_name_and_an_unknown_name_is_a_key_error() -> No
     # The index is derived state: an equal knowledge base, validated anew, compares equal and finds the same.
     again = GraftKnowledge.model_validate(kb.model_dump(by_alias=True))
     assert again == kb and again.param("capacity_fraction") == kb.param("capacity_fraction")
+
+
+def test_a_copy_with_other_parameters_reads_its_own_values(kb) -> None:  # type: ignore[no-untyped-def]
+    """The by-name index follows the parameters: a copy with one value changed reads the new value, and the
+    original keeps its own."""
+    name = kb.parameters[0].name
+    changed = [p.model_copy(update={"nominal": p.nominal * 2}) if p.name == name else p for p in kb.parameters]
+    other = kb.model_copy(update={"parameters": changed})
+    assert other.value(name) == pytest.approx(2 * kb.value(name))
+    assert kb.value(name) == kb.parameters[0].nominal
+    assert kb.model_copy().value(name) == kb.value(name)

@@ -6,6 +6,7 @@ resolve. Code never hard-codes a clinical number: it asks `load_graft_knowledge(
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -122,12 +123,20 @@ class GraftKnowledge(_Strict):
     anchors: dict[str, AnchorSpec]
 
     # Parameters by name, built once: the plan check reads a hundred-odd values per call. Derived from
-    # `parameters`, so two equal knowledge bases still compare equal. (Frozen: a new knowledge base is made by
-    # validation, which builds it; `model_copy(update={"parameters": …})` would keep the old one.)
+    # `parameters`, so two equal knowledge bases still compare equal; built by validation (`model_post_init`)
+    # and rebuilt by `model_copy` when the copy gets other parameters.
     _by_name: dict[str, ParameterSpec] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
         self._by_name.update((p.name, p) for p in self.parameters)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> GraftKnowledge:
+        copy = super().model_copy(update=update, deep=deep)
+        if update and "parameters" in update:
+            private = copy.__pydantic_private__
+            assert private is not None
+            private["_by_name"] = {p.name: p for p in copy.parameters}
+        return copy
 
     @model_validator(mode="after")
     def _complete(self) -> GraftKnowledge:
