@@ -213,3 +213,32 @@ def test_suggestions_are_shared_and_immutable() -> None:
     # A check of another plan gets the same (unchanged) suggestion.
     again = check_plan(PlanDocument.model_validate(base), today=TODAY).findings
     assert next(f for f in again if f.rule == "danger_zone.sharp_needle").suggestions[0] == first
+
+
+@pytest.mark.parametrize(("name", "at_least"), [("glabella_microfat_risky", 20), ("scalp_prp_safe", 3)])
+def test_findings_built_without_validation_equal_validated_ones(name: str, at_least: int) -> None:
+    """The rules build findings with `checked_by_caller` (no second validation): each must be exactly what
+    validation makes of the same data, types included, so that storage and the API see no difference."""
+    base = example(name).to_json_dict()
+    base["injections"] = [{**inj, "device": "needle", "gauge": 30, "bolus_ml": 0.5} for inj in base["injections"]] * 4
+    base["guidance"] = {"imaging": "none"}
+    findings = check_plan(PlanDocument.model_validate(base), today=TODAY).findings
+    assert len(findings) >= at_least
+    for f in findings:
+        again = Finding.model_validate(f.model_dump())
+        assert again == f and again.model_dump_json() == f.model_dump_json()
+        assert type(f.indicator) is Indicator and isinstance(f.source, Source)
+        copy = f.model_copy(update={"summary": "changed"})
+        assert copy.summary == "changed" and f.summary != "changed"
+
+
+def test_findings_built_without_validation_keep_the_cheap_invariants() -> None:
+    from regenguide.domain.findings import SUMMARY_MAX, checked_by_caller
+
+    fields: dict[str, Any] = {"rule": "r", "indicator": Indicator.info, "summary": "s", "detail": "",
+                              "source": Source(label="l"), "citations": ["c"], "injection_index": None,
+                              "suggestions": [], "evidence": None}
+    assert checked_by_caller(**fields) == Finding(**fields)
+    for bad in ({"citations": []}, {"summary": ""}, {"rule": ""}, {"summary": "x" * (SUMMARY_MAX + 1)}):
+        with pytest.raises(ValueError):
+            checked_by_caller(**{**fields, **bad})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from regenguide.domain.findings import Finding, Indicator, Source, Suggestion
+from regenguide.domain.findings import SUMMARY_MAX, Finding, Indicator, Source, Suggestion, checked_by_caller
 from regenguide.domain.plan import Device, ImagingModality, Injection, PlanDocument, Side
 from regenguide.kb.base import KnowledgeBase
 from regenguide.kb.references import EvidenceLabel, Reference, load_references
@@ -24,7 +24,6 @@ EVIDENCE_RANK = {
     EvidenceLabel.expert_opinion: 2,
     EvidenceLabel.unverified: 3,
 }
-SUMMARY_MAX = 139
 
 
 def weakest(labels: Iterable[EvidenceLabel]) -> EvidenceLabel:
@@ -78,7 +77,8 @@ class CheckContext:
             suggestions = default_suggestions
         if description and description not in detail:
             detail = f"{detail}\n\n{description}" if detail else description
-        return Finding(
+        # Every value is already validated (knowledge base, plan) or built here: no second validation.
+        return checked_by_caller(
             rule=rule_id,
             indicator=indicator,
             summary=_short(summary),
