@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import zxingcpp
-from din_strategies import DIN
 from hypothesis import given, settings
 from PIL import Image
 from typer.testing import CliRunner
 
+from din_strategies import DIN
 from regenguide.cli import app
 from regenguide.kb.references import EvidenceLabel, resolve
 from regenguide.products.bedside import ConsentStatus, RefusalCode, refuse_unidentified, verify_bedside

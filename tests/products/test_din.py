@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from din_strategies import DIN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from din_strategies import DIN
 from regenguide.cli import app
 from regenguide.products.din import (
     MOD37_ALPHABET,
