@@ -220,3 +220,18 @@ def test_jpeg2000_ultrasound_example_decodes() -> None:
     # B-mode background stays grey after the colour transform: R = G = B on most pixels.
     spread = rgb.max(axis=2).astype(int) - rgb.min(axis=2)
     assert np.mean(spread == 0) > 0.85
+
+
+def test_ingest_uses_the_metadata_the_caller_already_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import reads the header once: with `metadata` given, ingest does not parse the file again, and the
+    identity is still checked against it."""
+    from regenguide.imaging import dicom_io
+
+    src = examples.get_path("rgb_color")
+    metadata = read_study(src)
+    monkeypatch.setattr(dicom_io, "read_study", lambda *a, **k: pytest.fail("read the file again"))
+    with pytest.raises(IdentityMismatch):
+        dicom_io.ingest_dicom(src, tmp_path, PatientIdentity(id="SOMEONE-ELSE"), metadata=metadata)
+    done = dicom_io.ingest_dicom(src, tmp_path, PatientIdentity(id="13US1"), metadata=metadata)
+    assert done.metadata == metadata and done.newly_stored
+    assert not dicom_io.ingest_dicom(src, tmp_path, PatientIdentity(id="13US1"), metadata=metadata).newly_stored

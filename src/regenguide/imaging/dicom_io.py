@@ -520,12 +520,15 @@ def ingest_dicom(
     expected: PatientIdentity | None = None,
     *,
     allow_missing: bool = False,
+    metadata: StudyMetadata | None = None,
 ) -> IngestedStudy:
-    """Read, check identity (before anything is stored) and store one DICOM file.
+    """Read, check identity (before anything is stored) and store one DICOM file. `metadata`: the file's
+    `read_study`, when the caller has already read it (the file is then not parsed a second time).
 
     Raises `NotDicomError`, `IdentityMismatch` (nothing stored) or `UnsupportedImageError`.
     """
-    metadata = read_study(path)
+    if metadata is None:
+        metadata = read_study(path)
     if expected is not None:
         check_identity(metadata, expected, allow_missing=allow_missing)
     relative, written = _store_dicom(path, root_dir)

@@ -96,7 +96,7 @@ def import_study(
         raise StudyError(409, "duplicate", f"{path.name}: this DICOM instance is already imported", field="file")
     try:
         ingested: IngestedStudy = ingest_dicom(path, image_root, identity_of(patient),
-                                               allow_missing=allow_missing_identity)
+                                               allow_missing=allow_missing_identity, metadata=metadata)
     except ImagingError as exc:
         raise StudyError(422, "identity", f"{path.name}: {exc}", field="file") from None
     if ingested.newly_stored and written is not None:
