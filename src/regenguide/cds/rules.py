@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from regenguide.domain.findings import SUMMARY_MAX, Finding, Indicator, Source, Suggestion, checked_by_caller
 from regenguide.domain.plan import Device, ImagingModality, Injection, PlanDocument, Side
@@ -216,20 +216,36 @@ def danger_zones(ctx: CheckContext) -> Iterator[Finding | None]:
         yield from _zone_injection(ctx, i, inj, code)
 
 
-def _zone_words(ctx: CheckContext, code: str) -> tuple[str, str, list[Suggestion], list[Suggestion]]:
-    """A zone's name and arteries as the findings word them, and its blunt-cannula and small-aliquot
-    suggestions (once per knowledge base, not once per injection)."""
-    key = ("zone_words", code)
+class _ZoneFacts(NamedTuple):
+    """What the per-injection danger-zone rules say of a zone, worked out once per knowledge base."""
+
+    name: str  # lower case, as the findings word it
+    arteries: str
+    cannula: list[Suggestion]  # use a blunt cannula
+    aliquots: list[Suggestion]  # smaller aliquots (empty for a zone without a critical bolus)
+    safe_names: str
+    lowest_rank: int  # rank span of the safer planes
+    highest_rank: int
+    safer_plane: list[Suggestion]
+
+
+def _zone_facts(ctx: CheckContext, code: str) -> _ZoneFacts:
+    key = ("zone_facts", code)
     found = ctx.kb.memo.get(key)
     if found is None:
-        zone = ctx.kb.danger_zones[code]
-        min_gauge = _int_param(ctx.kb, "danger_zone.sharp_needle", "min_cannula_gauge_number")
+        kb = ctx.kb
+        zone = kb.danger_zones[code]
+        min_gauge = _int_param(kb, "danger_zone.sharp_needle", "min_cannula_gauge_number")
         limit = zone.critical_bolus.volume_ml if zone.critical_bolus else None
-        found = ctx.kb.memo[key] = (
-            ctx.kb.regions[code].name.lower(), ", ".join(zone.arteries),
+        safe = [kb.planes[p] for p in zone.safe_planes]
+        safe_names = ", ".join(p.code for p in safe)
+        found = kb.memo[key] = _ZoneFacts(
+            kb.regions[code].name.lower(), ", ".join(zone.arteries),
             [ctx.suggestion(f"Use a blunt cannula of {min_gauge}G or larger", device="cannula", gauge=min_gauge)],
             [] if limit is None else [ctx.suggestion(
                 f"Use aliquots below {_fmt(limit)} mL, injected slowly at low pressure", bolus_ml=round(limit / 2, 3))],
+            safe_names, min(p.rank for p in safe), max(p.rank for p in safe),
+            [ctx.suggestion(f"Inject in a safer plane: {safe_names}", plane=safe[0].code)],
         )
     return found  # type: ignore[no-any-return]
 
@@ -237,7 +253,8 @@ def _zone_words(ctx: CheckContext, code: str) -> tuple[str, str, list[Suggestion
 def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Iterator[Finding | None]:
     kb = ctx.kb
     zone = kb.danger_zones[code]
-    name, arteries, cannula, aliquots = _zone_words(ctx, code)
+    facts = _zone_facts(ctx, code)
+    name, arteries = facts.name, facts.arteries
     if inj.device == Device.needle:
         yield ctx.finding(
             "danger_zone.sharp_needle",
@@ -245,7 +262,7 @@ def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Ite
             f"{zone.technique}",
             index=i,
             citations=zone.citations,
-            suggestions=cannula,
+            suggestions=facts.cannula,
         )
     elif inj.device is None:
         yield ctx.finding(
@@ -275,7 +292,7 @@ def _zone_injection(ctx: CheckContext, i: int, inj: Injection, code: str) -> Ite
                 index=i,
                 citations=bolus.citations,
                 evidence=[bolus.evidence],
-                suggestions=aliquots,
+                suggestions=facts.aliquots,
             )
         elif inj.bolus_ml is None and (inj.volume_ml is None or inj.volume_ml >= limit):
             yield ctx.finding(
@@ -306,46 +323,40 @@ def _zone_text(kb: KnowledgeBase, code: str) -> tuple[str, list[str]]:
 def _zone_plane(ctx: CheckContext, i: int, inj: Injection, code: str) -> Iterator[Finding | None]:
     kb = ctx.kb
     zone = kb.danger_zones[code]
-    name = kb.regions[code].name
-    key = ("zone_planes", code)
-    if key not in kb.memo:  # the zone's safer planes, their names and rank span, and the suggestion of the first
-        safe = [kb.planes[p] for p in zone.safe_planes]
-        safe_names = ", ".join(p.code for p in safe)
-        kb.memo[key] = (safe_names, min(p.rank for p in safe), max(p.rank for p in safe),
-                        [ctx.suggestion(f"Inject in a safer plane: {safe_names}", plane=safe[0].code)])
-    safe_names, lowest, highest, suggestion = kb.memo[key]
+    facts = _zone_facts(ctx, code)
+    name, safe_names = facts.name, facts.safe_names
     detail, depth_cites = _zone_text(kb, code)
     if inj.plane is None:
         yield ctx.finding(
             "danger_zone.plane_missing",
-            f"Injection {i}: plane not stated in the {name.lower()} (safer: {safe_names})",
+            f"Injection {i}: plane not stated in the {name} (safer: {safe_names})",
             detail,
             index=i,
             citations=zone.citations,
-            suggestions=suggestion,
+            suggestions=facts.safer_plane,
         )
     else:
         plane = kb.plane(inj.plane)
         if plane is not None and plane.code not in zone.safe_planes:
-            if plane.rank > highest:
+            if plane.rank > facts.highest_rank:
                 rule, word = "danger_zone.plane_too_deep", "too deep"
-            elif plane.rank < lowest:
+            elif plane.rank < facts.lowest_rank:
                 rule, word = "danger_zone.plane_too_shallow", "too shallow"
             else:
                 rule, word = "danger_zone.plane_in_artery_layer", "in the arteries' layer"
             yield ctx.finding(
                 rule,
-                f"Injection {i}: {plane.code} plane is {word} for the {name.lower()} (safer: {safe_names})",
+                f"Injection {i}: {plane.code} plane is {word} for the {name} (safer: {safe_names})",
                 detail,
                 index=i,
                 citations=[*zone.citations, *depth_cites],
                 evidence=[zone.evidence],
-                suggestions=suggestion,
+                suggestions=facts.safer_plane,
             )
     if zone.max_safe_depth_mm is not None and inj.depth_mm is not None and inj.depth_mm > zone.max_safe_depth_mm:
         yield ctx.finding(
             "danger_zone.depth_beyond_safe",
-            f"Injection {i}: deposit {_fmt(inj.depth_mm)} mm deep in the {name.lower()}; safe depth is at most "
+            f"Injection {i}: deposit {_fmt(inj.depth_mm)} mm deep in the {name}; safe depth is at most "
             f"{_fmt(zone.max_safe_depth_mm)} mm",
             zone.max_safe_depth_note or "",
             index=i,

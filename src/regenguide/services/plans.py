@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ScalarSelect, bindparam, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -68,15 +68,15 @@ _CONSENT_COLUMNS = (m.Consent.decision, m.Consent.signed_at, m.Consent.expires_o
 _CONSENT_STATUS = {"accepted": "signed", "declined": "declined", "withdrawn": "withdrawn"}
 
 
-def _consent_block(decision: str | None, signed_at: datetime | None, expires_on: date | None,
-                   version: str | None) -> Consent:
-    if decision is None or signed_at is None:
+def _consent_block(row: Any) -> Consent:
+    """The consent block of a row holding `_CONSENT_COLUMNS` (None, or NULLs from an outer join: no consent)."""
+    if row is None or row.decision is None:
         return Consent(status="missing")
     return Consent(
-        status=_CONSENT_STATUS[decision],  # type: ignore[arg-type]
-        signed_on=signed_at.date().isoformat(),
-        expires_on=expires_on.isoformat() if expires_on else None,
-        version=version,
+        status=_CONSENT_STATUS[row.decision],  # type: ignore[arg-type]
+        signed_on=row.signed_at.date().isoformat(),
+        expires_on=row.expires_on.isoformat() if row.expires_on else None,
+        version=row.version,
     )
 
 
@@ -85,8 +85,7 @@ def consent_for(db: Session, patient_id: int, plan_id: int | None) -> Consent:
     stmt = select(*_CONSENT_COLUMNS).where(m.Consent.patient_id == patient_id)
     if plan_id is not None:
         stmt = stmt.where(or_(m.Consent.plan_id == plan_id, m.Consent.plan_id.is_(None)))
-    row = db.execute(stmt.order_by(m.Consent.signed_at.desc(), m.Consent.id.desc()).limit(1)).first()
-    return _consent_block(*row) if row is not None else Consent(status="missing")
+    return _consent_block(db.execute(stmt.order_by(m.Consent.signed_at.desc(), m.Consent.id.desc()).limit(1)).first())
 
 
 def _age(birth: date, on: date) -> int:
@@ -140,8 +139,7 @@ def patient_context(db: Session, patient_id: int, on: date | None = None) -> Pat
     if row is None:
         return None
     facts = PatientFacts(age=_age(row.birth_date, on or date.today()), sex=row.sex)
-    consent = _consent_block(row.decision, row.signed_at, row.expires_on, row.version)
-    return PatientContext(row.id, facts, consent, patient_maps(db, row.id))
+    return PatientContext(row.id, facts, _consent_block(row), patient_maps(db, row.id))
 
 
 def check_in_context(plan: PlanDocument, context: PatientContext | None, today: date | None = None) -> PlanCheckResult:

@@ -128,14 +128,12 @@ class GraftKnowledge(_Strict):
     _by_name: dict[str, ParameterSpec] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._by_name.update((p.name, p) for p in self.parameters)
+        self._by_name = {p.name: p for p in self.parameters}
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> GraftKnowledge:
         copy = super().model_copy(update=update, deep=deep)
         if update and "parameters" in update:
-            private = copy.__pydantic_private__
-            assert private is not None
-            private["_by_name"] = {p.name: p for p in copy.parameters}
+            copy.model_post_init(None)
         return copy
 
     @model_validator(mode="after")
